@@ -1,0 +1,46 @@
+"""Status codes (gRPC numbering) and the exception that carries one across the wire."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Code(enum.IntEnum):
+    """gRPC status codes, as ttrpc and containerd's errdefs use them."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    NOT_FOUND = 5
+    ALREADY_EXISTS = 6
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    ABORTED = 10
+    OUT_OF_RANGE = 11
+    UNIMPLEMENTED = 12
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    DATA_LOSS = 15
+    UNAUTHENTICATED = 16
+
+
+class TtrpcError(Exception):
+    """An RPC failure with a status code; raised by handlers and by the client on error replies."""
+
+    def __init__(self, code: Code | int, message: str) -> None:
+        super().__init__(message)
+        try:
+            self.code: Code = Code(code)
+        except ValueError:
+            self.code = Code.UNKNOWN
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.code.name.lower()})"
+
+
+class ConnectionClosed(ConnectionError):
+    """The peer went away while calls were outstanding."""
