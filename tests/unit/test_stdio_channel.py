@@ -8,7 +8,6 @@ import os
 import socket
 
 import pytest
-
 from bulkhead.stdio.channel import ChannelClosed, DataChannel
 from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
 
@@ -46,7 +45,6 @@ def test_pipe_to_pipe_through_channel_keeps_every_byte() -> None:
 
             async def produce(fd: int = src_w) -> None:
                 view = memoryview(payload)
-                loop = asyncio.get_running_loop()
                 while view:
                     try:
                         view = view[os.write(fd, view[:65536]):]

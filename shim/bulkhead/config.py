@@ -1,0 +1,86 @@
+"""Runtime settings: defaults, overridden by /etc/bulkhead/config.toml, then by environment."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from bulkhead import paths
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or has a bad value."""
+
+
+@dataclass
+class Config:
+    """What an operator may tune; every field has a working default."""
+
+    guest_dir: str = paths.GUEST_DIR
+    qemu_binary: str = "qemu-system-x86_64"
+    memory_mib: int = 512
+    vcpus: int = 1
+    channel: str = "auto"  # auto | serial | vsock
+    accel: str = "auto"  # auto | kvm | tcg
+    boot_timeout: float = 30.0
+    kernel_params: str = ""
+    debug: bool = False
+
+    @property
+    def kernel(self) -> Path:
+        """The guest kernel image."""
+        return Path(self.guest_dir) / "vmlinuz"
+
+    @property
+    def initrd(self) -> Path:
+        """The initramfs with the tiny init."""
+        return Path(self.guest_dir) / "initrd.img"
+
+    @property
+    def rootfs(self) -> Path:
+        """The read-only guest root filesystem image."""
+        return Path(self.guest_dir) / "rootfs.erofs"
+
+
+def load(path: str = paths.CONFIG_FILE) -> Config:
+    """Read the TOML file (section [bulkhead] or top level) if present, then env overrides."""
+    cfg = Config()
+    known = {f.name: f.type for f in fields(Config)}
+    values: dict[str, object] = {}
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        values.update(raw.get("bulkhead", raw))
+    for name in known:
+        env = os.environ.get("BULKHEAD_" + name.upper())
+        if env is not None:
+            values[name] = env
+    for name, value in values.items():
+        if name not in known:
+            raise ConfigError(f"{path}: unknown setting {name!r}")
+        setattr(cfg, name, _coerce(name, getattr(cfg, name), value, path))
+    if cfg.channel not in ("auto", "serial", "vsock"):
+        raise ConfigError(f"{path}: channel must be auto, serial or vsock, not {cfg.channel!r}")
+    if cfg.accel not in ("auto", "kvm", "tcg"):
+        raise ConfigError(f"{path}: accel must be auto, kvm or tcg, not {cfg.accel!r}")
+    return cfg
+
+
+def _coerce(name: str, default: object, value: object, path: str) -> object:
+    """Convert a TOML or environment value to the type of the default."""
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        if isinstance(default, int):
+            return int(value)  # type: ignore[call-overload]
+        if isinstance(default, float):
+            return float(value)  # type: ignore[arg-type]
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{path}: {name} = {value!r} is not a valid "
+                          f"{type(default).__name__}") from None

@@ -1,0 +1,15 @@
+"""Well-known locations; every one can be overridden through the environment for tests."""
+
+from __future__ import annotations
+
+import os
+
+SOCKET_DIR = "/run/containerd/s"  # containerd's compile-time constant, not its state dir
+RUN_DIR = os.environ.get("BULKHEAD_RUN_DIR", "/run/bulkhead")
+GUEST_DIR = os.environ.get("BULKHEAD_GUEST_DIR", "/usr/local/share/bulkhead/guest")
+CONFIG_FILE = os.environ.get("BULKHEAD_CONFIG", "/etc/bulkhead/config.toml")
+
+
+def sandbox_dir(namespace: str, sandbox_id: str) -> str:
+    """State directory of one sandbox (one VM): sockets, console log, state file, shared dir."""
+    return os.path.join(RUN_DIR, namespace, sandbox_id)

@@ -1,0 +1,1 @@
+"""The pod sandbox: one microVM, its agent, its shared directory and its containers."""

@@ -1,0 +1,78 @@
+"""Typed calls to bulkhead-agent's control API over ttrpc."""
+
+from __future__ import annotations
+
+from google.protobuf import empty_pb2
+
+from bulkhead.proto import agent_pb2
+from bulkhead.ttrpc import Client
+
+SERVICE = "bulkhead.agent.v1.Agent"
+
+
+class AgentClient:
+    """One method per agent RPC; errors surface as TtrpcError with the agent's message."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def check(self, timeout: float = 10.0) -> agent_pb2.CheckResponse:
+        """Health check plus the guest's boot phase uptimes."""
+        return await self._client.call(SERVICE, "Check", agent_pb2.CheckRequest(),
+                                       agent_pb2.CheckResponse, timeout)
+
+    async def create_container(self, container_id: str, bundle: str, terminal: bool,
+                               streams: tuple[int, int, int]) -> int:
+        """crun create in the guest; returns the guest pid of the container init."""
+        req = agent_pb2.CreateContainerRequest(
+            container_id=container_id, bundle=bundle, terminal=terminal,
+            stdio=agent_pb2.StdioStreams(stdin=streams[0], stdout=streams[1],
+                                         stderr=streams[2]))
+        resp = await self._client.call(SERVICE, "CreateContainer", req,
+                                       agent_pb2.CreateContainerResponse)
+        return resp.pid
+
+    async def start_process(self, container_id: str, exec_id: str = "") -> int:
+        """Start the init (or an exec) process; returns its guest pid."""
+        resp = await self._client.call(
+            SERVICE, "StartProcess",
+            agent_pb2.StartProcessRequest(container_id=container_id, exec_id=exec_id),
+            agent_pb2.StartProcessResponse)
+        return resp.pid
+
+    async def wait_process(self, container_id: str,
+                           exec_id: str = "") -> agent_pb2.WaitProcessResponse:
+        """Block until the process exited and its output was sent."""
+        return await self._client.call(
+            SERVICE, "WaitProcess",
+            agent_pb2.WaitProcessRequest(container_id=container_id, exec_id=exec_id),
+            agent_pb2.WaitProcessResponse)
+
+    async def signal_process(self, container_id: str, exec_id: str, signal: int,
+                             all_processes: bool = False) -> None:
+        """Deliver a signal inside the guest."""
+        await self._client.call(
+            SERVICE, "SignalProcess",
+            agent_pb2.SignalProcessRequest(container_id=container_id, exec_id=exec_id,
+                                           signal=signal, all=all_processes),
+            empty_pb2.Empty)
+
+    async def close_stdin(self, container_id: str, exec_id: str = "") -> None:
+        """Close the process's stdin once what was sent is written."""
+        await self._client.call(
+            SERVICE, "CloseStdin",
+            agent_pb2.CloseStdinRequest(container_id=container_id, exec_id=exec_id),
+            empty_pb2.Empty)
+
+    async def list_pids(self, container_id: str) -> list[int]:
+        """Guest pids of the container's processes."""
+        resp = await self._client.call(SERVICE, "ListPids",
+                                       agent_pb2.ListPidsRequest(container_id=container_id),
+                                       agent_pb2.ListPidsResponse)
+        return list(resp.pids)
+
+    async def remove_container(self, container_id: str) -> None:
+        """crun delete --force and forget the container."""
+        await self._client.call(SERVICE, "RemoveContainer",
+                                agent_pb2.RemoveContainerRequest(container_id=container_id),
+                                empty_pb2.Empty, timeout=10.0)

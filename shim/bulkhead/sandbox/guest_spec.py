@@ -1,0 +1,72 @@
+"""Turn the host bundle's OCI spec into the one crun runs inside the guest."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class SpecError(Exception):
+    """config.json is missing or malformed; the message names the file and the field."""
+
+
+def load_spec(bundle: str) -> dict[str, Any]:
+    """Read and minimally validate the bundle's config.json."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: malformed JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise SpecError(f"{path}: the OCI spec must be a JSON object")
+    process = spec.get("process")
+    if not isinstance(process, dict) or not isinstance(process.get("args"), list) \
+            or not process["args"]:
+        raise SpecError(f"{path}: process.args must be a non-empty list")
+    if not isinstance(spec.get("root", {}), dict):
+        raise SpecError(f"{path}: root must be an object")
+    return spec
+
+
+def host_root_path(spec: dict[str, Any], bundle: str) -> str:
+    """The rootfs directory the spec names on the host (used when no snapshot mounts come)."""
+    root = spec.get("root", {}).get("path", "rootfs")
+    return root if os.path.isabs(root) else os.path.join(bundle, root)
+
+
+def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
+    """A copy with host-only parts removed: rootfs path, namespace paths, hooks, host binds."""
+    out = json.loads(json.dumps(spec))
+    out.setdefault("root", {})["path"] = "rootfs"
+    out.pop("hooks", None)
+    process = out["process"]
+    process.pop("apparmorProfile", None)
+    process.pop("selinuxLabel", None)
+    linux = out.setdefault("linux", {})
+    linux.pop("mountLabel", None)
+    namespaces = []
+    for ns in linux.get("namespaces", []):
+        if ns.get("path"):
+            log.info("%s: %s namespace path %s is a host path; the guest makes its own",
+                     container_id, ns.get("type"), ns["path"])
+        namespaces.append({"type": ns["type"]})
+    linux["namespaces"] = namespaces
+    if not linux.get("cgroupsPath"):
+        linux["cgroupsPath"] = f"/bulkhead/{container_id}"
+    mounts = []
+    for m in out.get("mounts", []):
+        options = set(m.get("options") or [])
+        if m.get("type") != "bind" and not options & {"bind", "rbind"}:
+            mounts.append(m)
+        else:
+            log.warning("%s: host bind mount %s -> %s is not shared into the VM yet",
+                        container_id, m.get("source"), m.get("destination"))
+    out["mounts"] = mounts
+    return out

@@ -1,0 +1,162 @@
+"""One pod sandbox = one microVM: boots it on first use, owns its agent link and shared dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from bulkhead.config import Config
+from bulkhead.paths import sandbox_dir
+from bulkhead.sandbox.agent_client import AgentClient
+from bulkhead.sandbox.mounts import unmount_all_under
+from bulkhead.sandbox.state import SandboxState
+from bulkhead.stdio.channel import DataChannel
+from bulkhead.ttrpc import Client, TtrpcError
+from bulkhead.vmm.base import VMConfig, VMError
+
+log = logging.getLogger(__name__)
+
+GUEST_SHARED_DIR = "/run/bulkhead/shared"  # where the guest init mounts the 9p share
+
+
+class SandboxError(Exception):
+    """The sandbox VM or its agent could not be brought up."""
+
+
+class Sandbox:
+    """State and resources of one VM; containers of the pod share it."""
+
+    def __init__(self, sandbox_id: str, namespace: str, socket: str, config: Config) -> None:
+        self.id = sandbox_id
+        self.namespace = namespace
+        self.config = config
+        self.state_dir = sandbox_dir(namespace, sandbox_id)
+        self.shared_dir = os.path.join(self.state_dir, "shared")
+        self.state = SandboxState(sandbox_id, namespace, os.getpid(), socket)
+        self.vm: object | None = None
+        self.agent: AgentClient | None = None
+        self.channel: DataChannel | None = None
+        self._ctl: Client | None = None
+        self._next_stream = 1
+        self._boot_lock = asyncio.Lock()
+        self.timings: dict[str, float] = {}
+        self.guest_uptimes: dict[str, float] = {}
+        self.vm_pid = 0
+
+    def prepare(self) -> None:
+        """Create the state dir and record ourselves before anything else is created."""
+        os.makedirs(self.shared_dir, mode=0o700, exist_ok=True)
+        self.state.save(self.state_dir)
+
+    def record_containers(self, ids: list[str]) -> None:
+        """Persist the container list for cleanup after a crash."""
+        self.state.containers = sorted(ids)
+        self.state.save(self.state_dir)
+
+    def new_stream(self) -> int:
+        """A fresh data-channel stream id."""
+        stream = self._next_stream
+        self._next_stream += 1
+        return stream
+
+    def guest_bundle(self, container_id: str) -> str:
+        """Guest path of a container's bundle inside the shared directory."""
+        return f"{GUEST_SHARED_DIR}/{container_id}"
+
+    def host_bundle(self, container_id: str) -> str:
+        """Host path of the same directory."""
+        return os.path.join(self.shared_dir, container_id)
+
+    async def ensure_running(self) -> AgentClient:
+        """Boot the VM and connect to its agent once; later callers reuse it."""
+        async with self._boot_lock:
+            if self.agent is not None:
+                return self.agent
+            await self._boot()
+            assert self.agent is not None
+            return self.agent
+
+    async def _boot(self) -> None:
+        """Start QEMU, take over both channels and health-check the agent."""
+        from bulkhead.vmm.qemu import QemuVM
+
+        cfg = self.config
+        vm = QemuVM(VMConfig(
+            name=self.id, state_dir=Path(self.state_dir), kernel=cfg.kernel,
+            initrd=cfg.initrd, rootfs=cfg.rootfs, shared_dir=Path(self.shared_dir),
+            memory_mib=cfg.memory_mib, vcpus=cfg.vcpus, channel=cfg.channel, accel=cfg.accel,
+            qemu_binary=cfg.qemu_binary, boot_timeout=cfg.boot_timeout,
+            extra_cmdline=cfg.kernel_params, debug=cfg.debug))
+        self.vm = vm
+        try:
+            link = await vm.start()
+        except VMError as exc:
+            await vm.stop()
+            self.vm = None
+            raise SandboxError(str(exc)) from None
+        self.vm_pid = vm.pid
+        self.timings.update(vm.timings)
+        channel_name = ("virtio-serial port bulkhead.ctl" if vm.channel == "serial"
+                        else "vsock port 1024")
+        ctl_reader, ctl_writer = link.ctl
+        self._ctl = Client(ctl_reader, ctl_writer, name=f"agent of sandbox {self.id} ({channel_name})")
+        self._ctl.start()
+        self.channel = DataChannel(*link.data)
+        self.channel.start()
+        agent = AgentClient(self._ctl)
+        try:
+            check = await agent.check(timeout=10.0)
+        except (TtrpcError, ConnectionError) as exc:
+            tail = vm.console_tail()
+            await self.stop_vm()
+            raise SandboxError(f"agent did not answer Check on {channel_name}: {exc} "
+                               f"(console tail: {tail})") from None
+        now = time.monotonic()
+        self.timings["agent_ready"] = now
+        self.guest_uptimes = {"kernel_start": 0.0, "init_start": check.init_start_uptime,
+                              "switch_root": check.switch_root_uptime,
+                              "agent_start": check.agent_start_uptime}
+        self._guest_zero = now - check.now_uptime
+        self.agent = agent
+        log.info("sandbox %s: VM pid %d up (accel=%s, channel=%s, guest kernel %s)",
+                 self.id, vm.pid, vm.accel, vm.channel, check.kernel_release)
+
+    def phases(self) -> dict[str, float]:
+        """Boot phases in seconds since QEMU was started (host clock)."""
+        t0 = self.timings.get("qemu_started")
+        if t0 is None:
+            return {}
+        out = {"qemu_start": 0.0}
+        zero = getattr(self, "_guest_zero", None)
+        if zero is not None:
+            for name, up in self.guest_uptimes.items():
+                out[name] = zero + up - t0
+        for name, t in self.timings.items():
+            if name != "qemu_started":
+                out[name] = t - t0
+        return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+    async def stop_vm(self) -> None:
+        """Drop the agent link and stop QEMU (always reaped)."""
+        self.agent = None
+        if self._ctl is not None:
+            await self._ctl.close()
+            self._ctl = None
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+        vm, self.vm = self.vm, None
+        if vm is not None:
+            await vm.stop()  # type: ignore[attr-defined]
+
+    async def destroy(self) -> None:
+        """Stop the VM and remove every mount and file of the sandbox."""
+        with contextlib.suppress(Exception):
+            await self.stop_vm()
+        unmount_all_under(self.state_dir)
+        shutil.rmtree(self.state_dir, ignore_errors=True)

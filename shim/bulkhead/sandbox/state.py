@@ -1,0 +1,41 @@
+"""The sandbox state file: what a restarted shim or the `delete` command needs to clean up.
+
+Crash-only rule: a resource is recorded (or lives under the state directory) before it is
+created, so `delete` can always find and remove it even if the daemon was SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+STATE_FILE = "state.json"
+
+
+@dataclass
+class SandboxState:
+    """Persistent facts of one sandbox."""
+
+    sandbox_id: str
+    namespace: str
+    shim_pid: int
+    socket: str
+    containers: list[str] = field(default_factory=list)
+
+    def save(self, state_dir: str) -> None:
+        """Write atomically so a crash never leaves a half-written file."""
+        tmp = os.path.join(state_dir, STATE_FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f)
+        os.rename(tmp, os.path.join(state_dir, STATE_FILE))
+
+    @classmethod
+    def load(cls, state_dir: str) -> SandboxState | None:
+        """The recorded state, or None if there is none (or it is unreadable)."""
+        try:
+            with open(os.path.join(state_dir, STATE_FILE)) as f:
+                raw = json.load(f)
+            return cls(**raw)
+        except (OSError, ValueError, TypeError):
+            return None

@@ -1,0 +1,106 @@
+"""The resident shim daemon: one per pod, one asyncio loop, ttrpc on the socket from `start`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+
+from bulkhead import config as config_mod
+from bulkhead.sandbox.sandbox import Sandbox
+from bulkhead.shim.events import EventPublisher
+from bulkhead.shim.flags import ShimArgs, parse
+from bulkhead.shim.grouping import socket_path
+from bulkhead.shim.task_service import SERVICES, TaskService
+from bulkhead.ttrpc import Server
+
+log = logging.getLogger("bulkhead")
+LISTEN_FD = 3
+
+
+class LogrusFormatter(logging.Formatter):
+    """containerd copies the log FIFO verbatim into its own log: match its logrus style."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+        msg = record.getMessage().replace('"', '\\"')
+        if record.exc_info:
+            msg += " " + self.formatException(record.exc_info).replace("\n", " | ")
+        return (f'time="{ts}.{int(record.msecs):03d}Z" level={record.levelname.lower()} '
+                f'msg="{msg}" runtime=io.containerd.bulkhead.v2')
+
+
+def setup_logging(bundle: str, debug: bool) -> None:
+    """Log into the bundle's `log` FIFO (fd 2 from start), blocking writes, SIGPIPE ignored."""
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        fd = os.open(os.path.join(bundle, "log"), os.O_WRONLY | os.O_NONBLOCK)
+        os.set_blocking(fd, True)
+        os.dup2(fd, 2)
+        os.close(fd)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogrusFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+
+
+async def serve(args: ShimArgs, cfg: config_mod.Config) -> None:
+    """Serve the task API until Shutdown (with no tasks left) or SIGTERM."""
+    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
+    loop = asyncio.get_running_loop()
+    sock_path = socket_path(args.address, args.namespace, args.id)
+    sandbox = Sandbox(args.id, args.namespace, sock_path, cfg)
+    sandbox.prepare()
+    events = EventPublisher(os.environ.get("TTRPC_ADDRESS", args.address + ".ttrpc"),
+                            args.namespace)
+    done = asyncio.Event()
+
+    async def finish() -> None:
+        await sandbox.destroy()
+        await events.flush()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(sock_path)
+        loop.call_soon(done.set)
+
+    service = TaskService(sandbox, events, finish)
+    server = Server()
+    for name in SERVICES:
+        server.register(name, service.methods())
+    listener = socket.socket(fileno=LISTEN_FD)
+    srv = await asyncio.start_unix_server(server.serve_connection, sock=listener)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(finish()))
+    log.info("shim for sandbox %s serving on %s", args.id, sock_path)
+    try:
+        await done.wait()
+    finally:
+        srv.close()
+        await events.close()
+    log.info("shim for sandbox %s exiting", args.id)
+
+
+def main() -> int:
+    """Daemon entry (spawned by `start`, never by containerd directly)."""
+    args = parse(sys.argv[1:])
+    setup_logging(args.bundle, args.debug)
+    os.chdir("/")
+    try:
+        cfg = config_mod.load()
+    except config_mod.ConfigError as exc:
+        log.error("%s", exc)
+        return 1
+    try:
+        asyncio.run(serve(args, cfg))
+    except Exception:
+        log.exception("shim daemon failed")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""`delete`: crash-only cleanup of one task id after its removal or its shim's death.
+
+Idempotent and scoped: a pod container only loses its own rootfs; a sandbox (or a lone
+container) loses its daemon, VM, mounts, socket and state directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+
+from bulkhead.paths import sandbox_dir
+from bulkhead.sandbox.mounts import unmount_all_under
+from bulkhead.sandbox.state import SandboxState
+from bulkhead.shim.flags import ShimArgs
+from bulkhead.shim.grouping import BundleError, read_annotations, sandbox_key, socket_path
+
+DAEMON_EXIT_GRACE = 2.0
+
+
+def run(args: ShimArgs) -> bytes:
+    """Clean up and return a serialized DeleteResponse (exit 137, now)."""
+    from bulkhead.proto import task_pb2
+
+    bundle = args.bundle or os.getcwd()
+    try:
+        annotations = read_annotations(bundle)
+    except BundleError:
+        annotations = {}
+    key, joins = sandbox_key(args.id, annotations)
+    state_dir = sandbox_dir(args.namespace, key)
+    if joins:
+        cleanup_container(state_dir, args.id)
+    else:
+        cleanup_sandbox(state_dir, socket_path(args.address, args.namespace, key))
+    resp = task_pb2.DeleteResponse(exit_status=128 + signal.SIGKILL)
+    resp.exited_at.GetCurrentTime()
+    return resp.SerializeToString()
+
+
+def cleanup_container(state_dir: str, container_id: str) -> None:
+    """Unmount and remove one container's part of the shared directory."""
+    cdir = os.path.join(state_dir, "shared", container_id)
+    if os.path.isdir(cdir):
+        unmount_all_under(cdir)
+        shutil.rmtree(cdir, ignore_errors=True)
+
+
+def cleanup_sandbox(state_dir: str, sock: str) -> None:
+    """Stop whatever of the sandbox still runs and remove every trace of it."""
+    state = SandboxState.load(state_dir)
+    if state is not None:
+        _stop_daemon(state.shim_pid, state.sandbox_id)
+    if os.path.isdir(state_dir):
+        from bulkhead.vmm.base import kill_stale
+
+        kill_stale(state_dir)  # type: ignore[arg-type]
+        unmount_all_under(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+    _remove_stale_socket(sock)
+
+
+def _is_our_daemon(pid: int, sandbox_id: str) -> bool:
+    """Guard against pid reuse: only our daemon for this sandbox may be signalled."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return False
+    return b"bulkhead.shim.daemon" in argv and sandbox_id.encode() in argv
+
+
+def _stop_daemon(pid: int, sandbox_id: str) -> None:
+    """Give a shutting-down daemon a moment to finish, then kill it."""
+    deadline = time.monotonic() + DAEMON_EXIT_GRACE
+    while _is_our_daemon(pid, sandbox_id):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + DAEMON_EXIT_GRACE
+        time.sleep(0.02)
+
+
+def _remove_stale_socket(sock: str) -> None:
+    """Remove the shim socket unless a live shim still listens on it."""
+    import socket
+
+    if not os.path.exists(sock):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(sock)
+    except OSError:
+        os.unlink(sock)
+    finally:
+        probe.close()

@@ -1,0 +1,62 @@
+"""Which shim (and so which VM) a container belongs to, and that shim's socket address."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from bulkhead.paths import SOCKET_DIR
+
+CONTAINER_TYPE_KEYS = (
+    ("io.kubernetes.cri.container-type", "container"),
+    ("io.kubernetes.cri-o.ContainerType", "container"),
+    ("io.kubernetes.docker.type", "container"),
+)
+SANDBOX_ID_KEYS = (
+    "io.kubernetes.cri.sandbox-id",
+    "io.kubernetes.cri-o.SandboxID",
+    "io.kubernetes.sandbox.id",
+)
+
+
+class BundleError(Exception):
+    """The bundle's config.json is missing or malformed."""
+
+
+def read_annotations(bundle: str) -> dict[str, str]:
+    """Annotations of the bundle's OCI spec; a clear error if config.json is unusable."""
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            spec = json.load(f)
+    except FileNotFoundError:
+        raise BundleError(f"{path}: no such file") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: malformed OCI spec: {exc}") from None
+    if not isinstance(spec, dict):
+        raise BundleError(f"{path}: malformed OCI spec: top level is not an object")
+    ann = spec.get("annotations") or {}
+    if not isinstance(ann, dict):
+        raise BundleError(f"{path}: malformed OCI spec: annotations is not an object")
+    return {str(k): str(v) for k, v in ann.items()}
+
+
+def sandbox_key(task_id: str, annotations: dict[str, str]) -> tuple[str, bool]:
+    """(sandbox id, joins_existing): pod containers join their sandbox's shim and VM."""
+    for type_key, container_value in CONTAINER_TYPE_KEYS:
+        if type_key in annotations:
+            if annotations[type_key] != container_value:
+                return task_id, False
+            for sid_key in SANDBOX_ID_KEYS:
+                sid = annotations.get(sid_key)
+                if sid:
+                    return sid, True
+            return task_id, False
+    return task_id, False
+
+
+def socket_path(address: str, namespace: str, key: str) -> str:
+    """containerd's convention: /run/containerd/s/sha256(address/namespace/key)."""
+    digest = hashlib.sha256(os.path.join(address, namespace, key).encode()).hexdigest()
+    return os.path.join(SOCKET_DIR, digest)

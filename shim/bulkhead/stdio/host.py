@@ -1,0 +1,155 @@
+"""Host ends of a process's stdio: containerd's FIFOs or a file:// log, wired to channel streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+from bulkhead.stdio.channel import DataChannel
+from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+
+
+class StdioError(Exception):
+    """A stdio path or URI cannot be used; the message names it."""
+
+
+@dataclass
+class Sink:
+    """Where a guest output stream lands on the host."""
+
+    fd: int
+    shared: bool = False  # the same fd also serves another stream (file:// for both)
+
+
+def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink | None:
+    """Open stdout/stderr: "" → none, fifo path, or file:///abs (append, 0644)."""
+    if not uri:
+        return None
+    if shared_with is not None and shared_with[0] == uri:
+        shared_with[1].shared = True
+        return Sink(shared_with[1].fd, shared=True)
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        path = parsed.path
+        if not os.path.isabs(path):
+            raise StdioError(f"log URI {uri!r}: path must be absolute")
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        try:
+            return Sink(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                                0o644))
+        except OSError as exc:
+            raise StdioError(f"log URI {uri!r}: {exc.strerror}") from None
+    if parsed.scheme not in ("", "fifo"):
+        raise StdioError(f"stdio URI {uri!r}: scheme {parsed.scheme!r} is not supported "
+                         "(use a FIFO path or file:///path)")
+    path = parsed.path if parsed.scheme else uri
+    try:
+        # O_RDWR keeps the FIFO open even if the reader goes away (no EPIPE, like runc's
+        # extra read handle), and never blocks at open.
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StdioError(f"stdio FIFO {path}: {exc.strerror}") from None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.set_blocking(fd, True)
+    return Sink(fd)
+
+
+@dataclass
+class StdinSource:
+    """The stdin FIFO plus a write handle of ours, so EOF only comes after CloseIO."""
+
+    fd: int
+    keepalive: int | None
+
+    @classmethod
+    def open(cls, uri: str) -> StdinSource | None:
+        """Open the stdin FIFO the client created; "" means no stdin."""
+        if not uri:
+            return None
+        path = urlparse(uri).path if uri.startswith("fifo://") else uri
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise StdioError(f"stdin FIFO {path}: {exc.strerror}") from None
+        return cls(fd, keep)
+
+    def close_input(self) -> None:
+        """CloseIO: drop our writer so the process sees EOF once the FIFO drains."""
+        if self.keepalive is not None:
+            os.close(self.keepalive)
+            self.keepalive = None
+
+
+@dataclass
+class ProcessIO:
+    """All stdio of one process: stream ids, host fds and the copy tasks."""
+
+    stdin: StdinSource | None = None
+    stdout: Sink | None = None
+    stderr: Sink | None = None
+    stream_ids: tuple[int, int, int] = (0, 0, 0)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, stdin: str, stdout: str, stderr: str,
+             next_stream: Callable[[], int]) -> ProcessIO:
+        """Open every host end first, so a bad path fails before anything runs in the guest."""
+        io = cls()
+        try:
+            io.stdin = StdinSource.open(stdin)
+            io.stdout = open_output(stdout)
+            io.stderr = open_output(stderr, (stdout, io.stdout) if io.stdout else None)
+        except BaseException:
+            io.close()
+            raise
+        io.stream_ids = tuple(next_stream() if end is not None else 0  # type: ignore[assignment]
+                              for end in (io.stdin, io.stdout, io.stderr))
+        return io
+
+    def start_output(self, channel: DataChannel,
+                     on_data: Callable[[int], None] | None = None) -> None:
+        """Begin copying guest output to the sinks (before the process can write)."""
+        for sink, stream in ((self.stdout, self.stream_ids[1]), (self.stderr, self.stream_ids[2])):
+            if sink is not None:
+                channel.inbound(stream)
+                task = asyncio.create_task(pump_stream_to_fd(channel, stream, sink.fd, on_data))
+                self.output_tasks.append(task)
+
+    def start_input(self, channel: DataChannel) -> None:
+        """Begin forwarding stdin (after the guest registered the stream)."""
+        if self.stdin is not None:
+            self.tasks.append(asyncio.create_task(
+                pump_fd_to_stream(channel, self.stdin.fd, self.stream_ids[0])))
+
+    async def drain_output(self) -> None:
+        """Wait until all output reached the host sinks (EOF seen on every stream)."""
+        if self.output_tasks:
+            await asyncio.gather(*self.output_tasks, return_exceptions=True)
+
+    def close_stdin(self) -> None:
+        """CloseIO(stdin)."""
+        if self.stdin is not None:
+            self.stdin.close_input()
+
+    def close(self) -> None:
+        """Stop copying and close every host fd (each once)."""
+        for task in self.tasks + self.output_tasks:
+            task.cancel()
+        fds: set[int] = set()
+        if self.stdin is not None:
+            fds.add(self.stdin.fd)
+            self.stdin.close_input()
+        for sink in (self.stdout, self.stderr):
+            if sink is not None:
+                fds.add(sink.fd)
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.stdin = self.stdout = self.stderr = None
