@@ -1,0 +1,115 @@
+# Bulkhead developer / CI entry points. Everything runs as root on a Debian bookworm host.
+#   make install   host packages, containerd 1.7, venv + shim, demo image, guest image
+#   make demo      run one container through containerd with the Bulkhead runtime
+#   make test      lint + the whole test suite
+#   make lint      ruff + mypy
+#   make clean     remove build artefacts from the work tree (not what `install` installed)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := install
+
+HOST_PYTHON ?= /usr/bin/python3
+OPT_DIR     ?= /opt/bulkhead
+VENV        ?= $(OPT_DIR)/venv
+PY          := $(VENV)/bin/python
+BIN_DIR     ?= /usr/local/bin
+DEMO_TAR    ?= /usr/local/share/bulkhead/demo-image.tar
+GUEST_BUILD := packaging/build-guest-image
+# Installed into $(BIN_DIR) from the venv.
+ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
+# Source trees linted and type-checked (only those that contain Python files are passed on).
+LINT_DIRS   := shim guest-agent
+# Our own scripts without a .py suffix, linted explicitly.
+LINT_FILES  := packaging/demo-image/build
+# What a change to should reinstall the package into the venv.
+SRC_INPUTS  := pyproject.toml shim guest-agent cffi_build proto README.md
+INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
+
+.PHONY: install deps venv package links demo-image guest-image demo test pytest lint clean
+
+install: deps venv package links demo-image guest-image
+
+deps:
+	bash packaging/host/install-deps
+
+# A Debian-python venv (never pyenv's): the shim must run the same Python on every host.
+venv: deps
+	@home=$$(sed -n 's/^home = //p' $(VENV)/pyvenv.cfg 2>/dev/null || true); \
+	if [[ ! -x $(PY) || "$$home" != "$(patsubst %/,%,$(dir $(HOST_PYTHON)))" ]]; then \
+	  echo "creating venv $(VENV) from $(HOST_PYTHON)"; \
+	  rm -rf $(VENV); \
+	  $(HOST_PYTHON) -m venv $(VENV); \
+	fi
+	@$(PY) -c 'import setuptools, wheel, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 68)' \
+	  2>/dev/null || $(PY) -m pip install -q 'setuptools>=68' wheel
+
+# (Re)install the project (non-editable, with test extras) only when its sources changed.
+package: venv
+	@inputs=(); for p in $(SRC_INPUTS); do if [[ -e $$p ]]; then inputs+=("$$p"); fi; done; \
+	sum=$$(find "$${inputs[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
+	        ! -path '*.egg-info/*' ! -name '*.so' -print0 | sort -z | xargs -0 -r sha256sum | sha256sum); \
+	if [[ -f $(INSTALL_STAMP) && "$$(cat $(INSTALL_STAMP))" == "$$sum" ]]; then \
+	  echo "bulkhead package: up to date in $(VENV)"; \
+	else \
+	  rm -rf build shim/*.egg-info guest-agent/*.egg-info; \
+	  $(PY) -m pip uninstall -q -y bulkhead >/dev/null 2>&1 || true; \
+	  $(PY) -m pip install -q --no-build-isolation '.[test]'; \
+	  rm -rf build shim/*.egg-info guest-agent/*.egg-info; \
+	  echo "$$sum" > $(INSTALL_STAMP); \
+	  echo "bulkhead package: installed into $(VENV)"; \
+	fi
+
+links: package
+	@for e in $(ENTRY_POINTS); do \
+	  if [[ -e $(VENV)/bin/$$e ]]; then ln -sfn $(VENV)/bin/$$e $(BIN_DIR)/$$e; fi; \
+	done
+
+demo-image: deps
+	$(HOST_PYTHON) packaging/demo-image/build --out $(DEMO_TAR)
+
+# Built by packaging/build-guest-image when that script exists (another part of the tree).
+guest-image: package
+	@if [[ -d $(GUEST_BUILD) ]]; then \
+	  $(PY) $(GUEST_BUILD); \
+	elif [[ -f $(GUEST_BUILD) ]]; then \
+	  if head -n1 $(GUEST_BUILD) | grep -q python; then $(PY) $(GUEST_BUILD); \
+	  else PATH=$(VENV)/bin:$$PATH bash $(GUEST_BUILD); fi; \
+	else \
+	  echo "$(GUEST_BUILD) not present yet: no guest image built"; \
+	fi
+
+# Uses the `bulkhead demo` CLI once it is installed, the devenv module until then.
+demo: install
+	@if [[ -x $(BIN_DIR)/bulkhead ]] && $(BIN_DIR)/bulkhead demo --help >/dev/null 2>&1; then \
+	  $(BIN_DIR)/bulkhead demo; \
+	else \
+	  $(PY) -m bulkhead.devenv.demo; \
+	fi
+
+# Lint first, tests last (so pytest's summary closes the output); fail if either failed.
+test: install
+	@rc=0; $(MAKE) --no-print-directory lint || rc=1; \
+	$(PY) -m pytest -q tests || rc=$$?; \
+	exit $$rc
+
+pytest: install
+	$(PY) -m pytest -q tests
+
+lint: package
+	@dirs=(); for d in $(LINT_DIRS); do \
+	  if [[ -n $$(find $$d -name '*.py' -print -quit 2>/dev/null) ]]; then dirs+=("$$d"); fi; \
+	done; \
+	rc=0; \
+	echo "ruff check $${dirs[*]} $(LINT_FILES)"; \
+	$(VENV)/bin/ruff check "$${dirs[@]}" $(LINT_FILES) || rc=1; \
+	echo "mypy $${dirs[*]}"; \
+	$(VENV)/bin/mypy "$${dirs[@]}" || rc=1; \
+	exit $$rc
+
+clean:
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis out
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
+	  | xargs -0 -r rm -rf
+	find . -path ./.git -prune -o \( -name '*.pyc' -o -name '*.cpython-*.so' \) -type f -print0 \
+	  | xargs -0 -r rm -f

@@ -1,0 +1,656 @@
+"""Private containerd instances (1.6 or 1.7) with their own root, state, sockets and log, so tests
+and the demo neither disturb nor depend on a system containerd, and leave nothing behind."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from bulkhead.devenv import mounts, procs
+
+TEST_ROOT_BASE = Path("/var/lib/bulkhead-test")
+TEST_RUN_BASE = Path("/run/bulkhead-test")
+SHIM_BIN_DIR = Path("/usr/local/bin")  # where containerd-shim-bulkhead-v2 is installed
+CONTAINERD_RUN_DIR = Path("/run/containerd")  # compile-time default shared by every containerd
+SHIM_SOCKET_DIR = CONTAINERD_RUN_DIR / "s"
+SYSTEM_ADDRESS = CONTAINERD_RUN_DIR / "containerd.sock"
+CGROUP_V1_ROOT = Path("/sys/fs/cgroup")
+DEFAULT_NAMESPACE = "bulkhead-test"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+
+
+class ContainerdError(RuntimeError):
+    """A private containerd could not be started, used or cleaned up."""
+
+
+class CtrError(subprocess.CalledProcessError):
+    """A `ctr` command failed; str() carries its argv, exit status and stderr."""
+
+    def __str__(self) -> str:
+        err = (self.stderr or "").strip()
+        return f"{' '.join(map(str, self.cmd))} exited with status {self.returncode}: {err}"
+
+
+# --- installed versions ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerdInstall:
+    """Where the binaries of one containerd minor version live on a Bulkhead host."""
+
+    version: str
+    bin_dir: Path
+
+    @property
+    def containerd(self) -> Path:
+        return self.bin_dir / "containerd"
+
+    @property
+    def ctr(self) -> Path:
+        return self.bin_dir / "ctr"
+
+    def exact_version(self) -> str | None:
+        """The full version if both binaries exist and containerd reports this minor version."""
+        if not (os.access(self.containerd, os.X_OK) and os.access(self.ctr, os.X_OK)):
+            return None
+        found = _binary_version(str(self.containerd))
+        return found if found and found.startswith(self.version + ".") else None
+
+
+# packaging/host/install-deps unpacks trixie's containerd 1.7 here; the variable overrides it.
+CONTAINERD17_DIR = Path(os.environ.get("BULKHEAD_CONTAINERD17_DIR", "/opt/bulkhead/containerd-1.7"))
+INSTALLS: dict[str, ContainerdInstall] = {
+    "1.6": ContainerdInstall("1.6", Path("/usr/bin")),
+    "1.7": ContainerdInstall("1.7", CONTAINERD17_DIR / "usr" / "bin"),
+}
+
+
+@functools.cache
+def _binary_version(binary: str) -> str | None:
+    """Version token of `containerd --version` ("containerd <repo> <version> <revision>")."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    parts = out.split()
+    return parts[2].lstrip("v") if len(parts) >= 3 else None
+
+
+def available_versions() -> dict[str, str]:
+    """Installed containerd versions, e.g. {"1.6": "1.6.20~ds1", "1.7": "1.7.24~ds1"}."""
+    found = {minor: inst.exact_version() for minor, inst in INSTALLS.items()}
+    return {minor: exact for minor, exact in found.items() if exact}
+
+
+def install_for(version: str) -> ContainerdInstall:
+    """The install of a minor version, or a clear error naming how to get it."""
+    inst = INSTALLS.get(version)
+    if inst is None:
+        raise ContainerdError(f"unknown containerd version {version!r}; known: {sorted(INSTALLS)}")
+    if inst.exact_version() is None:
+        raise ContainerdError(
+            f"containerd {version} is not installed at {inst.bin_dir} (run `make install`)"
+        )
+    return inst
+
+
+def shim_socket_path(address: Path | str, namespace: str, shim_id: str) -> Path:
+    """Where a Go shim puts its socket: /run/containerd/s/sha256(address/namespace/id)."""
+    digest = hashlib.sha256(f"{address}/{namespace}/{shim_id}".encode()).hexdigest()
+    return SHIM_SOCKET_DIR / digest
+
+
+# --- configuration --------------------------------------------------------------------------
+
+
+@dataclass
+class CriRuntime:
+    """One CRI runtime handler (`[...containerd.runtimes.<name>]`)."""
+
+    name: str
+    runtime_type: str
+    runtime_path: str = ""
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def _default_cri_runtimes() -> list[CriRuntime]:
+    return [
+        CriRuntime("runc", "io.containerd.runc.v2"),
+        CriRuntime("bulkhead", "io.containerd.bulkhead.v2"),
+    ]
+
+
+@dataclass
+class ContainerdConfig:
+    """containerd config.toml (version 2, valid for 1.6 and 1.7); CRI is off unless enabled."""
+
+    root: Path
+    state: Path
+    grpc_address: Path
+    ttrpc_address: Path
+    log_level: str = "debug"
+    enable_cri: bool = False
+    restrict_oom_score_adj: bool = True  # we lack CAP_SYS_RESOURCE: never lower oom_score_adj
+    snapshotter: str = "overlayfs"
+    default_runtime: str = "runc"
+    cri_runtimes: list[CriRuntime] = field(default_factory=_default_cri_runtimes)
+    sandbox_image: str = "registry.k8s.io/pause:3.6"
+    cni_bin_dir: Path = Path("/usr/lib/cni")
+    cni_conf_dir: Path | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """The configuration as nested tables, in the order they are written."""
+        plugins: dict[str, object] = {
+            "io.containerd.internal.v1.opt": {"path": str(self.root / "opt")},
+        }
+        doc: dict[str, object] = {
+            "version": 2,
+            "root": str(self.root),
+            "state": str(self.state),
+            "disabled_plugins": [] if self.enable_cri else ["io.containerd.grpc.v1.cri"],
+            "grpc": {"address": str(self.grpc_address)},
+            "ttrpc": {"address": str(self.ttrpc_address)},
+            "debug": {"level": self.log_level},
+            "plugins": plugins,
+        }
+        if self.enable_cri:
+            plugins["io.containerd.grpc.v1.cri"] = self._cri_table()
+        return doc
+
+    def _cri_table(self) -> dict[str, object]:
+        runtimes: dict[str, object] = {}
+        for rt in self.cri_runtimes:
+            entry: dict[str, object] = {"runtime_type": rt.runtime_type}
+            if rt.runtime_path:
+                entry["runtime_path"] = rt.runtime_path
+            if rt.options:
+                entry["options"] = dict(rt.options)
+            runtimes[rt.name] = entry
+        conf_dir = self.cni_conf_dir or self.root / "cni" / "net.d"
+        return {
+            "sandbox_image": self.sandbox_image,
+            "restrict_oom_score_adj": self.restrict_oom_score_adj,
+            "containerd": {
+                "snapshotter": self.snapshotter,
+                "default_runtime_name": self.default_runtime,
+                "runtimes": runtimes,
+            },
+            "cni": {"bin_dir": str(self.cni_bin_dir), "conf_dir": str(conf_dir)},
+        }
+
+    def render(self) -> str:
+        return render_toml(self.as_dict())
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else json.dumps(key)
+
+
+def _toml_value(value: object) -> str:
+    """Scalars and arrays; JSON string escapes are a subset of TOML basic-string escapes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+def render_toml(doc: Mapping[str, object], prefix: tuple[str, ...] = ()) -> str:
+    """Write nested dicts as TOML tables (stdlib has no writer); scalars before sub-tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, Mapping[str, object]]] = []
+    for key, value in doc.items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    text = "\n".join(lines) + ("\n" if lines else "")
+    for key, table in tables:
+        path = (*prefix, key)
+        text += "\n[" + ".".join(_toml_key(k) for k in path) + "]\n"
+        text += render_toml(table, path)
+    return text
+
+
+# --- running ctr ----------------------------------------------------------------------------
+
+
+@dataclass
+class CtrClient:
+    """Runs one ctr binary against one containerd address, in one default namespace."""
+
+    ctr_bin: Path
+    address: Path
+    namespace: str = DEFAULT_NAMESPACE
+
+    def ctr_argv(self, *args: str, namespace: str | None = None) -> list[str]:
+        ns = namespace or self.namespace
+        return [str(self.ctr_bin), "--address", str(self.address), "--namespace", ns, *args]
+
+    def ctr(
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float | None = 60.0,
+        namespace: str | None = None,
+        input: str | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ctr; with check, a non-zero exit raises CtrError carrying stderr."""
+        argv = self.ctr_argv(*args, namespace=namespace)
+        try:
+            res = subprocess.run(
+                argv,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise ContainerdError(f"{' '.join(argv)} did not finish within {timeout} s") from exc
+        if check and res.returncode != 0:
+            raise CtrError(res.returncode, argv, res.stdout, res.stderr)
+        return res
+
+    def import_image(self, tar: Path | str, timeout: float = 120.0) -> str:
+        """Import (and unpack for the default snapshotter) an OCI archive; returns ctr's output."""
+        return self.ctr("images", "import", str(tar), timeout=timeout).stdout
+
+    def lines(self, *args: str, namespace: str | None = None) -> list[str]:
+        """Non-empty output lines of a quiet listing command (e.g. `task ls -q`)."""
+        out = self.ctr(*args, namespace=namespace, timeout=30).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+# --- the private instance -------------------------------------------------------------------
+
+_shared_lock = threading.Lock()
+_live_instances: set[str] = set()
+_shared_created: set[Path] = set()
+
+
+def _shared_dir_candidates(namespace: str) -> list[Path]:
+    """Global dirs containerd, ctr and runc create as a side effect of our runs."""
+    dirs = [CONTAINERD_RUN_DIR, SHIM_SOCKET_DIR, CONTAINERD_RUN_DIR / "fifo"]
+    dirs.append(CONTAINERD_RUN_DIR / "runc")
+    controllers: list[Path] = []
+    if CGROUP_V1_ROOT.is_dir():
+        controllers = [c for c in sorted(CGROUP_V1_ROOT.iterdir()) if not c.is_symlink()]
+        controllers = [c for c in controllers if c.is_dir()]
+    for ns in dict.fromkeys((namespace, "default", "k8s.io")):
+        dirs.append(CONTAINERD_RUN_DIR / "runc" / ns)
+        dirs += [ctl / ns for ctl in controllers]
+    return dirs
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+@dataclass
+class PrivateContainerd(CtrClient):
+    """A containerd of a given version with its own root/state/sockets/log; a context manager.
+
+    Layout: /var/lib/bulkhead-test/<name>/root and /run/bulkhead-test/<name>/{state,
+    containerd.sock, containerd.sock.ttrpc, config.toml, containerd.log}.
+    """
+
+    ctr_bin: Path = field(init=False)
+    address: Path = field(init=False)
+    name: str = "default"
+    version: str = "1.6"
+    enable_cri: bool = False
+    extra_path: Sequence[Path] = ()  # prepended to PATH (e.g. a directory with a fake shim)
+    start_timeout: float = 30.0
+    stop_timeout: float = 10.0
+    root_base: Path = TEST_ROOT_BASE
+    run_base: Path = TEST_RUN_BASE
+    install: ContainerdInstall = field(init=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _last_log: str = field(default="", init=False, repr=False)
+    _seen_tasks: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ContainerdError(f"bad instance name {self.name!r} (letters, digits, _.-; <= 40)")
+        if self.version not in INSTALLS:
+            raise ContainerdError(f"unknown containerd version {self.version!r}")
+        self.install = INSTALLS[self.version]
+        self.ctr_bin = self.install.ctr
+        self.address = self.run_dir / "containerd.sock"
+
+    # paths
+    @property
+    def root_dir(self) -> Path:
+        return self.root_base / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run_base / self.name
+
+    @property
+    def root(self) -> Path:
+        return self.root_dir / "root"
+
+    @property
+    def state(self) -> Path:
+        return self.run_dir / "state"
+
+    @property
+    def ttrpc_address(self) -> Path:
+        return Path(str(self.address) + ".ttrpc")
+
+    @property
+    def config_path(self) -> Path:
+        return self.run_dir / "config.toml"
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / "containerd.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / "containerd.pid"
+
+    @property
+    def owner_path(self) -> Path:
+        return self.run_dir / "owner.pid"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def config(self) -> ContainerdConfig:
+        return ContainerdConfig(
+            root=self.root,
+            state=self.state,
+            grpc_address=self.address,
+            ttrpc_address=self.ttrpc_address,
+            enable_cri=self.enable_cri,
+        )
+
+    def environment(self) -> dict[str, str]:
+        """containerd's env: our shim dir first, then this version's binaries (its runc shim)."""
+        first = [*map(str, self.extra_path), str(SHIM_BIN_DIR), str(self.install.bin_dir)]
+        rest = os.environ.get("PATH", SYSTEM_PATH).split(":") + SYSTEM_PATH.split(":")
+        path: list[str] = []
+        for entry in first + rest:
+            if entry and entry not in path:
+                path.append(entry)
+        env = dict(os.environ)
+        env["PATH"] = ":".join(path)
+        return env
+
+    # lifecycle
+    def __enter__(self) -> PrivateContainerd:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> PrivateContainerd:
+        """Start containerd and wait until its socket answers `ctr version`."""
+        if self.running:
+            return self
+        self.install = install_for(self.version)
+        self._cleanup_stale()
+        self._register_shared()
+        for d in (self.root, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o711)
+        self.config_path.write_text(self.config().render())
+        self._log = self.log_path.open("wb")
+        self._proc = subprocess.Popen(
+            [str(self.install.containerd), "--config", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.run_dir,
+            env=self.environment(),
+            start_new_session=True,
+        )
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+        self.owner_path.write_text(f"{os.getpid()}\n")
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        last_err = "socket not created"
+        while time.monotonic() < deadline:
+            assert self._proc is not None
+            rc = self._proc.poll()
+            if rc is not None:
+                raise ContainerdError(
+                    f"containerd {self.version} ({self.name}) exited with status {rc} before "
+                    f"its socket answered; log tail:\n{self.log_tail()}"
+                )
+            if self.address.exists():
+                res = self.ctr("version", check=False, timeout=10)
+                if res.returncode == 0:
+                    return
+                last_err = res.stderr.strip()
+            time.sleep(0.1)
+        raise ContainerdError(
+            f"containerd {self.version} ({self.name}) did not answer on {self.address} within "
+            f"{self.start_timeout} s ({last_err}); log tail:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> None:
+        """Remove tasks, stop containerd (TERM, then KILL), then remove every trace of it."""
+        problems: list[str] = []
+        if self.running:
+            problems += self._remove_all_tasks()
+            self._terminate()
+        self._last_log = self.log_text() or self._last_log
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self._proc = None
+        problems += self._cleanup_files()
+        self._unregister_shared()
+        if problems:
+            raise ContainerdError(f"cleanup of {self.name} incomplete: " + "; ".join(problems))
+
+    def _terminate(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=self.stop_timeout)
+
+    def _remove_all_tasks(self) -> list[str]:
+        """Kill and delete every task and container through the API, in every namespace."""
+        problems: list[str] = []
+        try:
+            namespaces = self.lines("namespaces", "ls", "-q")
+        except (CtrError, ContainerdError) as exc:
+            return [f"listing namespaces: {exc}"]
+        for ns in namespaces:
+            problems += self._remove_namespace_tasks(ns)
+        return problems
+
+    def _remove_namespace_tasks(self, ns: str) -> list[str]:
+        problems: list[str] = []
+        try:
+            tasks = self.lines("tasks", "ls", "-q", namespace=ns)
+            for task_id in tasks:
+                self._seen_tasks.add((ns, task_id))
+                res = self.ctr("tasks", "rm", "-f", task_id, namespace=ns, check=False)
+                if res.returncode != 0 and "not found" not in res.stderr:
+                    problems.append(f"task rm -f {ns}/{task_id}: {res.stderr.strip()}")
+            for cid in self.lines("containers", "ls", "-q", namespace=ns):
+                self._seen_tasks.add((ns, cid))
+                self.ctr("containers", "rm", cid, namespace=ns, check=False)
+        except (CtrError, ContainerdError) as exc:
+            problems.append(f"namespace {ns}: {exc}")
+        return problems
+
+    def shim_processes(self) -> list[procs.Proc]:
+        """Shim processes started by this instance (they carry `-address <our socket>`)."""
+        addr = str(self.address)
+        return procs.find_processes(lambda p: procs.has_arg_pair(p, "-address", addr))
+
+    def _cleanup_files(self) -> list[str]:
+        """Kill our leftover shims, unmount under our dirs, then delete them."""
+        problems: list[str] = []
+        survivors = procs.kill_and_wait(p.pid for p in self.shim_processes())
+        if survivors:
+            problems.append(f"shim processes did not exit: {survivors}")
+        for ns, task_id in self._seen_tasks:
+            shim_socket_path(self.address, ns, task_id).unlink(missing_ok=True)
+        self._seen_tasks.clear()
+        left = mounts.unmount_under(self.root_dir, self.run_dir)
+        if left:
+            problems.append("could not unmount " + ", ".join(m.mount_point for m in left))
+            return problems  # never rmtree across a mount
+        for d in (self.root_dir, self.run_dir):
+            shutil.rmtree(d, ignore_errors=True)
+            if d.exists():
+                problems.append(f"could not remove {d}")
+        for base in (self.root_base, self.run_base):
+            _rmdir_if_empty(base)
+        return problems
+
+    def recorded_pid(self) -> int | None:
+        """The pid of a containerd started earlier under this name, if it still runs."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        proc = procs.read_proc(pid)
+        if proc is None or str(self.config_path) not in proc.argv or not procs.pid_alive(pid):
+            return None
+        return pid
+
+    def owner_alive(self) -> bool:
+        """True if the process that started this instance (e.g. a pytest run) still runs."""
+        try:
+            owner = int(self.owner_path.read_text().strip())
+        except (OSError, ValueError):
+            return False
+        return procs.pid_alive(owner)
+
+    def _cleanup_stale(self) -> None:
+        """Crash-only start: end a previous run of the same name and remove its leftovers."""
+        old_pid = self.recorded_pid()
+        if old_pid is not None:
+            self._remove_all_tasks()  # its API still answers: let it stop containers properly
+            procs.kill_and_wait([old_pid])
+        problems = self._cleanup_files()
+        if problems:
+            raise ContainerdError(f"leftovers of an earlier {self.name}: " + "; ".join(problems))
+
+    def _register_shared(self) -> None:
+        with _shared_lock:
+            if not _live_instances:
+                _shared_created.clear()
+            candidates = _shared_dir_candidates(self.namespace)
+            _shared_created.update(p for p in candidates if not p.exists())
+            _live_instances.add(self.name)
+
+    def _unregister_shared(self) -> None:
+        """The last instance to stop removes the (empty) shared dirs that runs created."""
+        with _shared_lock:
+            _live_instances.discard(self.name)
+            if _live_instances:
+                return
+            for path in sorted(_shared_created, key=lambda p: len(p.parts), reverse=True):
+                _rmdir_if_empty(path)
+            _shared_created.clear()
+
+    def reap_if_dead(self) -> bool:
+        """Remove this name's leftovers if the run that owned it is gone (a killed test run)."""
+        if self.running or self.owner_alive():
+            return False
+        if not (self.root_dir.exists() or self.run_dir.exists()):
+            return False
+        self._cleanup_stale()
+        return True
+
+    # logs
+    def log_text(self) -> str:
+        """containerd's log (it also carries the shims' log FIFO output); kept after stop()."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return self._last_log
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
+    def log_lines(self, needle: str) -> Iterator[str]:
+        return (line for line in self.log_text().splitlines() if needle in line)
+
+
+def reap_stale_instances(
+    root_base: Path = TEST_ROOT_BASE, run_base: Path = TEST_RUN_BASE
+) -> list[str]:
+    """Clean up instances left by killed runs; instances whose containerd still runs are kept."""
+    names: set[str] = set()
+    for base in (root_base, run_base):
+        if base.is_dir():
+            names.update(os.listdir(base))
+    reaped: list[str] = []
+    for name in sorted(n for n in names if _NAME_RE.match(n)):
+        instance = PrivateContainerd(name=name, root_base=root_base, run_base=run_base)
+        if instance.reap_if_dead():
+            reaped.append(name)
+            _rmdir_shared_if_unused(instance.namespace, run_base)
+    return reaped
+
+
+def _rmdir_shared_if_unused(namespace: str, run_base: Path) -> None:
+    """After reaping, drop empty shared dirs unless another containerd may be using them."""
+    with _shared_lock:
+        if _live_instances or SYSTEM_ADDRESS.exists():
+            return
+        if run_base.is_dir() and any(run_base.iterdir()):
+            return
+        candidates = _shared_dir_candidates(namespace)
+        for path in sorted(candidates, key=lambda p: len(p.parts), reverse=True):
+            _rmdir_if_empty(path)

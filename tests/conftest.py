@@ -1,0 +1,107 @@
+"""Shared fixtures: private containerd 1.6 / 1.7 instances (one per session each), the demo
+image imported into them, and a per-test leak check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+from bulkhead.devenv.containerd import (
+    PrivateContainerd,
+    available_versions,
+    reap_stale_instances,
+)
+from leaks import LeakBaseline, assert_no_leaks
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
+DEMO_IMAGE_TAR = Path(
+    os.environ.get("BULKHEAD_DEMO_IMAGE", "/usr/local/share/bulkhead/demo-image.tar")
+)
+VERSIONS = ("1.6", "1.7")
+
+
+def _start_instance(version: str) -> Iterator[PrivateContainerd]:
+    """One private containerd for the whole session; skipped when it cannot exist here."""
+    if os.geteuid() != 0:
+        pytest.skip("private containerd instances need root")
+    if version not in available_versions():
+        pytest.skip(
+            f"containerd {version} is not installed (`make install` installs 1.6 from bookworm "
+            "and 1.7 from trixie into /opt/bulkhead/containerd-1.7)"
+        )
+    reap_stale_instances()  # leftovers of killed runs; live instances of other runs are kept
+    instance = PrivateContainerd(name=f"pytest-{version}-{os.getpid()}", version=version)
+    instance.start()
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def containerd16() -> Iterator[PrivateContainerd]:
+    yield from _start_instance("1.6")
+
+
+@pytest.fixture(scope="session")
+def containerd17() -> Iterator[PrivateContainerd]:
+    yield from _start_instance("1.7")
+
+
+@pytest.fixture(params=VERSIONS, ids=[f"containerd{v}" for v in VERSIONS])
+def containerd(request: pytest.FixtureRequest) -> PrivateContainerd:
+    """Runs the test once against each containerd version."""
+    name = "containerd" + str(request.param).replace(".", "")
+    instance: PrivateContainerd = request.getfixturevalue(name)
+    return instance
+
+
+@pytest.fixture(scope="session")
+def demo_image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The installed demo archive, or one built on the fly from the repo's builder."""
+    if DEMO_IMAGE_TAR.is_file():
+        return DEMO_IMAGE_TAR
+    out = tmp_path_factory.mktemp("demo-image") / "demo-image.tar"
+    builder = REPO / "packaging" / "demo-image" / "build"
+    subprocess.run(["/usr/bin/python3", str(builder), "--out", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def _imported_into() -> set[str]:
+    return set()
+
+
+@pytest.fixture
+def demo_image(
+    containerd: PrivateContainerd, demo_image_tar: Path, _imported_into: set[str]
+) -> str:
+    """The demo image's name, imported (and unpacked) into this instance once per session."""
+    if containerd.name not in _imported_into:
+        containerd.import_image(demo_image_tar)
+        _imported_into.add(containerd.name)
+    return DEMO_IMAGE
+
+
+@pytest.fixture
+def no_leaks(containerd: PrivateContainerd) -> Generator[None, None, None]:
+    """Fails the test (at teardown) if it left processes, sockets, mounts or state behind."""
+    baseline = LeakBaseline.capture()
+    yield
+    assert_no_leaks(containerd, baseline)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the containerd log tail to failures of tests that used an instance."""
+    report = yield
+    instance = getattr(item, "funcargs", {}).get("containerd")
+    if report.failed and isinstance(instance, PrivateContainerd):
+        report.sections.append((f"containerd {instance.version} log tail", instance.log_tail(60)))
+    return report

@@ -1,0 +1,90 @@
+"""Leak checks shared by the integration tests: after a test, nothing it started may survive
+(VMs, shims, shim sockets, mounts, Bulkhead state dirs)."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkhead.devenv import mounts, procs
+from bulkhead.devenv.containerd import SHIM_SOCKET_DIR, CtrClient, PrivateContainerd
+
+BULKHEAD_RUN_DIR = Path("/run/bulkhead")
+BULKHEAD_SHIM = "containerd-shim-bulkhead-v2"
+
+
+def _listdir(path: Path) -> frozenset[str]:
+    try:
+        return frozenset(os.listdir(path))
+    except OSError:
+        return frozenset()
+
+
+def is_qemu(proc: procs.Proc) -> bool:
+    return proc.exe_name.startswith("qemu-system")
+
+
+def is_bulkhead_shim(proc: procs.Proc) -> bool:
+    """The shim runs as `python <venv>/bin/containerd-shim-bulkhead-v2 ...` or directly."""
+    return any(os.path.basename(a) == BULKHEAD_SHIM for a in proc.argv[:2])
+
+
+@dataclass(frozen=True)
+class LeakBaseline:
+    """What existed before a test, so only what the test created counts as a leak."""
+
+    pids: frozenset[int] = field(default_factory=frozenset)
+    shim_sockets: frozenset[str] = field(default_factory=frozenset)
+    bulkhead_run: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def capture(cls) -> LeakBaseline:
+        return cls(
+            pids=frozenset(p.pid for p in procs.processes()),
+            shim_sockets=_listdir(SHIM_SOCKET_DIR),
+            bulkhead_run=_listdir(BULKHEAD_RUN_DIR),
+        )
+
+
+def find_leaks(instance: CtrClient, baseline: LeakBaseline | None = None) -> list[str]:
+    """Describe every leak found now; an empty list means clean."""
+    base = baseline or LeakBaseline()
+    leaks: list[str] = []
+    instance_addr = str(instance.address)
+    for p in procs.processes():
+        if p.pid in base.pids:
+            continue
+        if is_qemu(p) or is_bulkhead_shim(p) or procs.has_arg_pair(p, "-address", instance_addr):
+            leaks.append(f"process {p.pid}: {p.command[:200]}")
+    for name in sorted(_listdir(SHIM_SOCKET_DIR) - base.shim_sockets):
+        leaks.append(f"shim socket {SHIM_SOCKET_DIR / name}")
+    for name in sorted(_listdir(BULKHEAD_RUN_DIR) - base.bulkhead_run):
+        leaks.append(f"bulkhead state {BULKHEAD_RUN_DIR / name}")
+    watched: list[Path] = [BULKHEAD_RUN_DIR]
+    if isinstance(instance, PrivateContainerd):
+        watched = [instance.root_dir, instance.run_dir, BULKHEAD_RUN_DIR]
+        leaks += _leftover_tasks(instance)
+    leaks += [f"mount {m.mount_point} ({m.fs_type})" for m in mounts.mounts_under(*watched)]
+    return leaks
+
+
+def _leftover_tasks(instance: PrivateContainerd) -> list[str]:
+    if not instance.running:
+        return []
+    tasks = instance.lines("tasks", "ls", "-q")
+    return [f"task {instance.namespace}/{t} still exists" for t in tasks]
+
+
+def assert_no_leaks(
+    instance: CtrClient, baseline: LeakBaseline | None = None, timeout: float = 10.0
+) -> None:
+    """Fail unless everything is cleaned up within timeout (shims exit asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        leaks = find_leaks(instance, baseline)
+        if not leaks or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    assert not leaks, "leaked after the test:\n  " + "\n  ".join(leaks)
