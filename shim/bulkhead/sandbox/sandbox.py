@@ -14,7 +14,7 @@ from bulkhead.config import Config
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.mounts import unmount_all_under
-from bulkhead.sandbox.state import SandboxState
+from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.stdio.channel import DataChannel
 from bulkhead.ttrpc import Client, TtrpcError
 from bulkhead.vmm.base import VMConfig, VMError
@@ -104,7 +104,8 @@ class Sandbox:
         channel_name = ("virtio-serial port bulkhead.ctl" if vm.channel == "serial"
                         else "vsock port 1024")
         ctl_reader, ctl_writer = link.ctl
-        self._ctl = Client(ctl_reader, ctl_writer, name=f"agent of sandbox {self.id} ({channel_name})")
+        self._ctl = Client(ctl_reader, ctl_writer,
+                           name=f"agent of sandbox {self.id} ({channel_name})")
         self._ctl.start()
         self.channel = DataChannel(*link.data)
         self.channel.start()
@@ -160,3 +161,4 @@ class Sandbox:
             await self.stop_vm()
         unmount_all_under(self.state_dir)
         shutil.rmtree(self.state_dir, ignore_errors=True)
+        remove_empty_parent(self.state_dir)

@@ -39,3 +39,11 @@ class SandboxState:
             return cls(**raw)
         except (OSError, ValueError, TypeError):
             return None
+
+
+def remove_empty_parent(state_dir: str) -> None:
+    """Drop the per-namespace directory once its last sandbox is gone."""
+    try:
+        os.rmdir(os.path.dirname(state_dir))
+    except OSError:
+        pass  # not empty, or already gone

@@ -10,10 +10,11 @@ import os
 import shutil
 import signal
 import time
+from pathlib import Path
 
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.mounts import unmount_all_under
-from bulkhead.sandbox.state import SandboxState
+from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.shim.flags import ShimArgs
 from bulkhead.shim.grouping import BundleError, read_annotations, sandbox_key, socket_path
 
@@ -56,9 +57,10 @@ def cleanup_sandbox(state_dir: str, sock: str) -> None:
     if os.path.isdir(state_dir):
         from bulkhead.vmm.base import kill_stale
 
-        kill_stale(state_dir)  # type: ignore[arg-type]
+        kill_stale(Path(state_dir))
         unmount_all_under(state_dir)
         shutil.rmtree(state_dir, ignore_errors=True)
+    remove_empty_parent(state_dir)
     _remove_stale_socket(sock)
 
 

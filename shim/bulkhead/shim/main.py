@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"containerd-shim-bulkhead-v2: {exc}", file=sys.stderr)
         return 2
     if args.version:
-        print(f"containerd-shim-bulkhead-v2:\n  Version: {__version__}\n  Runtime: io.containerd.bulkhead.v2")
+        print(f"containerd-shim-bulkhead-v2:\n  Version: {__version__}\n"
+              "  Runtime: io.containerd.bulkhead.v2")
         return 0
     if args.info:
         sys.stdin.buffer.read()

@@ -63,7 +63,7 @@ class Client:
                                             req.SerializeToString()))
             await self._writer.drain()
             resp = await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TtrpcError(Code.DEADLINE_EXCEEDED,
                              f"{service}/{method} on {self._name}: no reply within {timeout} s"
                              ) from None

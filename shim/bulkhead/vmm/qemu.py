@@ -1,0 +1,518 @@
+"""The QEMU microvm driver: build the command line, spawn QEMU, meet the agent, stop and reap.
+
+Sockets are created by us and handed to QEMU as listening fds (chardev `fd=`): they exist before
+QEMU runs, so the host connects at once without polling for socket files, and a QEMU that dies
+takes the listeners with it (connects then fail instead of hanging).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkhead.vmm import vsock
+from bulkhead.vmm.accel import PROBE_MARKER, choose_accel, resolve_binary
+from bulkhead.vmm.base import (
+    ACCELS,
+    CHANNELS,
+    CONSOLE_LOG,
+    CTL_SOCKET,
+    DATA_SOCKET,
+    PID_FILE,
+    QMP_SOCKET,
+    STDERR_LOG,
+    AgentLink,
+    VMConfig,
+    VMError,
+    remove_runtime_files,
+)
+from bulkhead.vmm.qmp import QMPClient
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"BHAGENT1"  # the agent writes it once on each channel when it sees the host connected
+MOUNT_TAG = "bulkhead"
+SERIAL_PORTS = {"ctl": "bulkhead.ctl", "data": "bulkhead.data"}
+VSOCK_PORTS = {"ctl": vsock.CTL_PORT, "data": vsock.DATA_PORT}
+SOCKET_FILES = {"ctl": CTL_SOCKET, "data": DATA_SOCKET}
+# Syscall filter: no obsolete calls, no set*id, no fork/exec, no scheduler/affinity changes.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# Microvm without legacy devices nobody uses; the ISA serial port is the console (ttyS0).
+MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
+STREAM_LIMIT = 1 << 20
+PR_SET_PDEATHSIG = 1
+
+_no_sandbox: set[str] = set()  # QEMU binaries that rejected -sandbox on (no seccomp support)
+
+
+@dataclass
+class LaunchPlan:
+    """The per-launch decisions and the fds QEMU inherits, for build_command()."""
+
+    accel: str
+    channel: str
+    qmp_fd: int
+    ctl_fd: int = -1
+    data_fd: int = -1
+    vhost_fd: int = -1
+    cid: int = 0
+    sandbox: bool = True
+    pass_fds: list[int] = field(default_factory=list)
+
+
+def qopt(value: str | Path) -> str:
+    """Escape a value for a QEMU comma-separated option list."""
+    return str(value).replace(",", ",,")
+
+
+def machine_args(accel: str) -> list[str]:
+    """Machine, accelerator and CPU model: the host CPU under KVM, everything TCG can do else."""
+    if accel not in ("kvm", "tcg"):
+        raise VMError(f"unknown accel {accel!r} (kvm or tcg)")
+    return ["-machine", MACHINE, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
+
+
+def kernel_cmdline(config: VMConfig, channel: str) -> str:
+    """The guest kernel command line: console on ttyS0, reboot = exit, the agent's channel."""
+    parts = ["console=ttyS0", "panic=-1", "reboot=t", f"bulkhead.channel={channel}"]
+    if not config.debug:
+        parts.insert(1, "quiet")
+    if config.extra_cmdline.strip():
+        parts.append(config.extra_cmdline.strip())
+    return " ".join(parts)
+
+
+def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
+    """Options every launch shares: machine, size, no defaults, console capture."""
+    args = [config.qemu_binary, "-name", f"guest={qopt('bulkhead-' + config.name)}",
+            *machine_args(accel),
+            "-m", f"{config.memory_mib}M", "-smp", str(config.vcpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    if sandbox:
+        args += ["-sandbox", SANDBOX]
+    console = config.state_dir / CONSOLE_LOG
+    args += ["-chardev", f"file,id=console,path={qopt(console)}", "-serial", "chardev:console"]
+    return args
+
+
+def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
+    """The full QEMU argv for one pod VM."""
+    args = base_args(config, plan.accel, plan.sandbox)
+    args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
+             "-append", kernel_cmdline(config, plan.channel)]
+    args += ["-chardev", f"socket,id=qmp,fd={plan.qmp_fd},server=on,wait=off",
+             "-mon", "chardev=qmp,mode=control"]
+    args += ["-drive", f"id=rootfs,file={qopt(config.rootfs)},format=raw,if=none,readonly=on",
+             "-device", "virtio-blk-device,drive=rootfs"]
+    args += ["-device", "virtio-rng-device"]
+    args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
+                       "security_model=passthrough,multidevs=remap",
+             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
+    if plan.channel == "serial":
+        args += ["-device", "virtio-serial-device"]
+        for role, fd in (("ctl", plan.ctl_fd), ("data", plan.data_fd)):
+            args += ["-chardev", f"socket,id={role},fd={fd},server=on,wait=off",
+                     "-device", f"virtserialport,chardev={role},name={SERIAL_PORTS[role]}"]
+    elif plan.channel == "vsock":
+        vhost = f",vhostfd={plan.vhost_fd}" if plan.vhost_fd >= 0 else ""
+        args += ["-device", f"vhost-vsock-device,guest-cid={plan.cid}{vhost}"]
+    else:
+        raise VMError(f"VM {config.name}: unknown channel {plan.channel!r} (serial or vsock)")
+    return args
+
+
+def resolve_channel(config: VMConfig) -> str:
+    """serial or vsock; auto means vsock iff /dev/vhost-vsock is usable."""
+    if config.channel == "auto":
+        return "vsock" if vsock.vsock_usable() else "serial"
+    if config.channel == "vsock" and not vsock.vsock_usable():
+        raise VMError(f"VM {config.name}: channel=vsock but {vsock.VHOST_VSOCK_DEVICE} "
+                      "is not usable (missing vhost_vsock module or no AF_VSOCK)")
+    return config.channel
+
+
+def preflight(config: VMConfig) -> None:
+    """Fail with a named resource before spawning anything."""
+    if config.channel not in CHANNELS:
+        raise VMError(f"VM {config.name}: unknown channel {config.channel!r} "
+                      f"({', '.join(CHANNELS)})")
+    if config.accel not in ACCELS:
+        raise VMError(f"VM {config.name}: unknown accel {config.accel!r} ({', '.join(ACCELS)})")
+    if config.memory_mib < 64 or config.vcpus < 1:
+        raise VMError(f"VM {config.name}: need memory_mib >= 64 and vcpus >= 1 "
+                      f"(got {config.memory_mib} MiB, {config.vcpus} vCPUs)")
+    resolve_binary(config.qemu_binary)
+    for what, path in (("kernel", config.kernel), ("initrd", config.initrd),
+                       ("rootfs", config.rootfs)):
+        if not path.is_file():
+            raise VMError(f"VM {config.name}: guest {what} {path} does not exist or is not a file")
+    for what, path in (("state", config.state_dir), ("shared", config.shared_dir)):
+        if not path.is_dir():
+            raise VMError(f"VM {config.name}: {what} directory {path} does not exist")
+
+
+def _load_prctl() -> Callable[..., int]:
+    """libc prctl, resolved in the parent so the forked child only calls it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL QEMU when the shim dies, even if it died before prctl ran."""
+    def preexec() -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int]
+                ) -> asyncio.subprocess.Process:
+    """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime."""
+    with open(stderr_path, "wb") as err:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
+                pass_fds=pass_fds, preexec_fn=_die_with_parent(os.getpid()))
+        except OSError as exc:
+            raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
+
+
+def listen_unix(path: Path) -> socket.socket:
+    """A listening unix socket at path (replacing a stale one) for QEMU to inherit."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        sock.listen(1)
+    except OSError as exc:
+        sock.close()
+        raise VMError(f"create socket {path}: {exc}") from exc
+    return sock
+
+
+def write_pid_file(state_dir: Path, pid: int) -> None:
+    """Record the QEMU pid atomically (crash-only cleanup finds it there)."""
+    tmp = state_dir / f".{PID_FILE}.tmp"
+    tmp.write_text(f"{pid}\n")
+    os.replace(tmp, state_dir / PID_FILE)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def file_tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
+    """The last lines of a log file, control characters stripped; "" if missing."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            raw = f.read()
+    except OSError:
+        return ""
+    text = _ANSI.sub("", raw.decode(errors="replace").replace("\r", ""))
+    kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def describe_status(status: int) -> str:
+    """Exit status in words: 'status 1' or 'signal SIGKILL'."""
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-status).name}"
+        return f"signal {-status}"
+    return f"status {status}"
+
+
+class _EarlyExit(Exception):
+    """QEMU exited before the agent answered (internal: may trigger the no-sandbox retry)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class QemuVM:
+    """One pod VM run by QEMU microvm; implements bulkhead.vmm.base.VirtualMachine."""
+
+    def __init__(self, config: VMConfig) -> None:
+        self.config = config
+        self.pid = 0
+        self.accel = ""
+        self.accel_reason = ""
+        self.channel = ""
+        self.cid = 0
+        self.sandboxed = False
+        self.timings: dict[str, float] = {}
+        self._proc: asyncio.subprocess.Process | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+        self._pending: list[str] = []
+        self._started = False
+
+    # -- public API -------------------------------------------------------------------------
+
+    async def start(self) -> AgentLink:
+        """Boot the VM and return both agent channels; on any failure QEMU is dead and reaped."""
+        if self._started:
+            raise VMError(f"VM {self.config.name}: start() called twice")
+        self._started = True
+        try:
+            preflight(self.config)
+            self.accel, self.accel_reason = await choose_accel(self.config)
+            self.timings["accel_chosen"] = time.monotonic()
+            self.channel = resolve_channel(self.config)
+            return await self._boot_with_fallback()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM, SIGKILL after timeout, reap, remove sockets and pid file; idempotent."""
+        for writer in self._writers:
+            writer.close()
+        self._writers.clear()
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout)
+            except TimeoutError:
+                log.warning("VM %s: QEMU pid %d ignored SIGTERM for %s s; SIGKILL",
+                            self.config.name, proc.pid, timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        remove_runtime_files(self.config.state_dir)
+
+    async def wait(self) -> int:
+        """Wait for QEMU to exit and return its status (negative: killed by that signal)."""
+        if self._proc is None:
+            raise VMError(f"VM {self.config.name}: wait() before QEMU was started")
+        return await self._proc.wait()
+
+    def console_tail(self, lines: int = 20) -> str:
+        """The last lines the guest wrote on its serial console."""
+        return file_tail(self.config.state_dir / CONSOLE_LOG, lines)
+
+    async def qmp(self, timeout: float = 5.0) -> QMPClient:
+        """A negotiated QMP connection to this VM (one client at a time); the caller closes it."""
+        return await QMPClient.connect(str(self.config.state_dir / QMP_SOCKET), timeout)
+
+    # -- boot ----------------------------------------------------------------------------------
+
+    async def _boot_with_fallback(self) -> AgentLink:
+        """Boot with the seccomp sandbox; if this QEMU rejects -sandbox, log it and boot without."""
+        binary = self.config.qemu_binary
+        sandbox = binary not in _no_sandbox
+        try:
+            return await self._boot(sandbox)
+        except _EarlyExit as exc:
+            if not (sandbox and self._sandbox_rejected()):
+                raise self._exit_error(exc.status) from None
+            log.warning("VM %s: %s rejected -sandbox (%s); running without the seccomp filter",
+                        self.config.name, binary, self._stderr_tail(300))
+            _no_sandbox.add(binary)
+        await self.stop()
+        self._proc = None
+        try:
+            return await self._boot(False)
+        except _EarlyExit as exc:
+            raise self._exit_error(exc.status) from None
+
+    async def _boot(self, sandbox: bool) -> AgentLink:
+        """Spawn QEMU with its sockets already listening, then wait for the agent's handshake."""
+        await self._spawn(sandbox)
+        return await self._await_agent()
+
+    async def _spawn(self, sandbox: bool) -> None:
+        """Create the listeners (or reserve a vsock CID), spawn QEMU, record its pid."""
+        cfg = self.config
+        owned: list[socket.socket] = []
+        reservation: vsock.CIDReservation | None = None
+        try:
+            owned.append(listen_unix(cfg.state_dir / QMP_SOCKET))
+            plan = LaunchPlan(accel=self.accel, channel=self.channel, qmp_fd=owned[0].fileno(),
+                              sandbox=sandbox)
+            if self.channel == "serial":
+                owned.append(listen_unix(cfg.state_dir / CTL_SOCKET))
+                owned.append(listen_unix(cfg.state_dir / DATA_SOCKET))
+                plan.ctl_fd, plan.data_fd = owned[1].fileno(), owned[2].fileno()
+            else:
+                reservation = self._reserve_cid()
+                plan.vhost_fd, plan.cid = reservation.fd, reservation.cid
+            plan.pass_fds = [s.fileno() for s in owned] + ([plan.vhost_fd] if reservation else [])
+            argv = build_command(cfg, plan)
+            log.debug("VM %s: %s", cfg.name, " ".join(argv))
+            self.timings["spawn"] = time.monotonic()
+            self._proc = await spawn(argv, cfg.state_dir / STDERR_LOG, plan.pass_fds)
+            self.pid = self._proc.pid
+            self.timings["qemu_started"] = time.monotonic()
+            write_pid_file(cfg.state_dir, self.pid)
+            self.sandboxed = sandbox
+        finally:
+            for sock in owned:
+                sock.close()  # QEMU holds the listeners now; if it dies, connects are refused
+            if reservation is not None:
+                reservation.close()
+
+    def _reserve_cid(self) -> vsock.CIDReservation:
+        """Claim a guest CID for this VM, naming the device on failure."""
+        seed = (os.getpid() << 8) ^ hash(self.config.name)
+        try:
+            reservation = vsock.reserve_cid(seed)
+        except OSError as exc:
+            raise VMError(f"VM {self.config.name}: reserve vsock guest CID: {exc}") from exc
+        self.cid = reservation.cid
+        return reservation
+
+    async def _await_agent(self) -> AgentLink:
+        """Race the handshake against QEMU exiting and the boot timeout; name what failed."""
+        assert self._proc is not None
+        exited = asyncio.ensure_future(self._proc.wait())
+        handshake = asyncio.ensure_future(self._open_channels())
+        try:
+            done, _ = await asyncio.wait({exited, handshake}, timeout=self.config.boot_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if handshake in done and handshake.exception() is None:
+                self.timings["agent_connected"] = time.monotonic()
+                return handshake.result()
+            if exited in done:
+                raise _EarlyExit(exited.result())
+            if handshake in done:
+                await self._handshake_failed(handshake.exception(), exited)
+            raise VMError(f"agent did not answer on {self._port_name(self._pending[0])} within "
+                          f"{self.config.boot_timeout:g} s (VM {self.config.name}; console tail: "
+                          f"{self.console_tail() or 'empty'})")
+        finally:
+            for fut in (handshake, exited):
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(BaseException):
+                        await fut
+
+    async def _handshake_failed(self, exc: BaseException | None, exited: asyncio.Future[int]
+                                ) -> None:
+        """A channel broke during the handshake: QEMU exiting is the usual cause; report that."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            status = await asyncio.wait_for(asyncio.shield(exited), 2.0)
+            raise _EarlyExit(status)
+        if isinstance(exc, VMError):
+            raise exc
+        role = self._pending[0] if self._pending else "ctl"
+        raise VMError(f"handshake on {self._port_name(role)} of VM {self.config.name} failed: "
+                      f"{exc!r} (console tail: {self.console_tail() or 'empty'})") from exc
+
+    async def _open_channels(self) -> AgentLink:
+        """Connect both channels concurrently and consume the agent's magic on each."""
+        self._pending = ["ctl", "data"]
+        ctl, data = await asyncio.gather(self._open_channel("ctl"), self._open_channel("data"))
+        return AgentLink(ctl=ctl, data=data)
+
+    async def _open_channel(self, role: str
+                            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect one channel right away (the guest drops early host data) and read the magic."""
+        if self.channel == "serial":
+            path = str(self.config.state_dir / SOCKET_FILES[role])
+            reader, writer = await asyncio.open_unix_connection(path, limit=STREAM_LIMIT)
+        else:
+            reader, writer = await vsock.connect(self.cid, VSOCK_PORTS[role])
+        self._writers.append(writer)
+        self.timings[f"{role}_connected"] = time.monotonic()
+        magic = await reader.readexactly(len(MAGIC))
+        if magic != MAGIC:
+            raise VMError(f"agent on {self._port_name(role)} of VM {self.config.name} sent "
+                          f"{magic!r} instead of the handshake {MAGIC!r}")
+        self.timings[f"{role}_ready"] = time.monotonic()
+        self._pending.remove(role)
+        return reader, writer
+
+    # -- messages ------------------------------------------------------------------------------
+
+    def _port_name(self, role: str) -> str:
+        """How a channel is called in messages, per transport."""
+        if self.channel == "vsock":
+            return f"vsock port {VSOCK_PORTS[role]} (guest CID {self.cid})"
+        return f"virtio-serial port {SERIAL_PORTS[role]}"
+
+    def _stderr_tail(self, max_chars: int = 2000) -> str:
+        """What QEMU printed, trimmed for an error message."""
+        text = file_tail(self.config.state_dir / STDERR_LOG, 40)
+        return text[-max_chars:].replace("\n", " | ")
+
+    def _sandbox_rejected(self) -> bool:
+        """True if QEMU's stderr says -sandbox/seccomp is unsupported or could not be installed."""
+        text = file_tail(self.config.state_dir / STDERR_LOG, 40).lower()
+        return "sandbox" in text or "seccomp" in text
+
+    def _exit_error(self, status: int) -> VMError:
+        """The boot failure message: exit status, QEMU stderr, console tail."""
+        return VMError(f"VM {self.config.name} exited with {describe_status(status)} during boot "
+                       f"(stderr: {self._stderr_tail() or 'empty'}; console tail: "
+                       f"{self.console_tail() or 'empty'})")
+
+
+# -- KVM probe (used by accel.choose_accel) ------------------------------------------------------
+
+async def probe_boot(config: VMConfig, accel: str, timeout: float) -> tuple[bool, str]:
+    """Boot kernel+initrd with bulkhead.probe=1 under accel; ok iff the guest prints the marker."""
+    tmp = Path(tempfile.mkdtemp(prefix="accel-probe-", dir=config.state_dir))
+    probe_cfg = VMConfig(name=f"{config.name}-probe", state_dir=tmp, kernel=config.kernel,
+                         initrd=config.initrd, rootfs=config.rootfs,
+                         shared_dir=config.shared_dir, qemu_binary=config.qemu_binary,
+                         memory_mib=256, extra_cmdline="bulkhead.probe=1")
+    argv = base_args(probe_cfg, accel, sandbox=False)
+    argv += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
+             "-append", kernel_cmdline(probe_cfg, "serial")]
+    proc: asyncio.subprocess.Process | None = None
+    try:
+        proc = await spawn(argv, tmp / STDERR_LOG, [])
+        return await _watch_probe(proc, tmp, timeout)
+    finally:
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _watch_probe(proc: asyncio.subprocess.Process, tmp: Path, timeout: float
+                       ) -> tuple[bool, str]:
+    """Poll the probe console for the marker until QEMU exits or the timeout passes."""
+    console = tmp / CONSOLE_LOG
+    t0 = time.monotonic()
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        while True:
+            with contextlib.suppress(OSError):
+                if PROBE_MARKER.encode() in console.read_bytes():
+                    took = time.monotonic() - t0
+                    return True, f"guest kernel booted and answered in {took:.2f} s"
+            if exited.done():
+                return False, (f"probe VM exited with {describe_status(exited.result())} before "
+                               f"{PROBE_MARKER} (stderr: {file_tail(tmp / STDERR_LOG, 5)}; "
+                               f"console tail: {file_tail(console, 5)})")
+            if time.monotonic() - t0 >= timeout:
+                return False, (f"no {PROBE_MARKER} on the probe console within {timeout:g} s "
+                               f"(console tail: {file_tail(console, 5)})")
+            await asyncio.wait({exited}, timeout=0.05)
+    finally:
+        exited.cancel()
