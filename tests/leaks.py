@@ -28,7 +28,8 @@ def is_qemu(proc: procs.Proc) -> bool:
 
 def is_bulkhead_shim(proc: procs.Proc) -> bool:
     """The shim runs as `python <venv>/bin/containerd-shim-bulkhead-v2 ...` or directly."""
-    return any(os.path.basename(a) == BULKHEAD_SHIM for a in proc.argv[:2])
+    return (any(os.path.basename(a) == BULKHEAD_SHIM for a in proc.argv[:2])
+            or "bulkhead.shim.daemon" in proc.argv[:3])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from typing import Any
 from google.protobuf import empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from bulkhead.proto import events_pb2, task_pb2, task_types_pb2
+from bulkhead import config as config_mod
+from bulkhead.proto import events_pb2, runtimeoptions_pb2, task_pb2, task_types_pb2
 from bulkhead.sandbox.guest_spec import SpecError, for_guest, host_root_path, load_spec
 from bulkhead.sandbox.mounts import MountError, unmount_all_under
 from bulkhead.sandbox.rootfs import RootfsError, mount_rootfs
@@ -94,6 +95,7 @@ class TaskService:
         except SpecError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
         sb = self.sandbox
+        self._apply_runtime_options(req)
         try:
             io = ProcessIO.open(req.stdin, req.stdout, req.stderr, sb.new_stream)
         except StdioError as exc:
@@ -116,6 +118,21 @@ class TaskService:
         ev.rootfs.extend(req.rootfs)
         self.events.publish("/tasks/create", ev)
         return task_pb2.CreateTaskResponse(pid=sb.vm_pid)
+
+    def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> None:
+        """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM."""
+        if not req.options.type_url.endswith("runtimeoptions.v1.Options"):
+            return
+        opts = runtimeoptions_pb2.Options.FromString(req.options.value)
+        if not opts.config_path or self.sandbox.agent is not None:
+            return
+        if not os.path.isfile(opts.config_path):
+            raise TtrpcError(Code.INVALID_ARGUMENT,
+                             f"runtime config {opts.config_path}: no such file")
+        try:
+            self.sandbox.config = config_mod.load(opts.config_path)
+        except config_mod.ConfigError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"runtime config {exc}") from None
 
     async def _create_in_guest(self, task: Task, req: task_pb2.CreateTaskRequest,
                                spec: dict[str, Any]) -> None:
