@@ -1,0 +1,65 @@
+"""cgroup v2 helpers: enable controllers for containers, find a process's cgroup, list its pids."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+ROOT = "/sys/fs/cgroup"
+WANTED_CONTROLLERS = ("cpu", "memory", "pids", "io", "cpuset")
+
+
+def enable_controllers(root: str = ROOT, wanted: tuple[str, ...] = WANTED_CONTROLLERS) -> list[str]:
+    """Delegate the wanted controllers to child cgroups (crun's); returns those enabled.
+
+    The root cgroup is exempt from the no-internal-processes rule, so the agent can stay in it.
+    Each controller is written on its own so that one refusal does not block the others.
+    """
+    try:
+        with open(f"{root}/cgroup.controllers") as f:
+            available = f.read().split()
+    except OSError as exc:
+        log.warning("cgroup2 not usable at %s: %s", root, exc)
+        return []
+    enabled = []
+    for name in wanted:
+        if name not in available:
+            continue
+        try:
+            with open(f"{root}/cgroup.subtree_control", "w") as f:
+                f.write(f"+{name}")
+            enabled.append(name)
+        except OSError as exc:
+            log.warning("cannot enable cgroup controller %s: %s", name, exc)
+    return enabled
+
+
+def cgroup_of(pid: int, proc: str = "/proc") -> str | None:
+    """The unified-hierarchy cgroup path of pid ("/..."), or None if it is gone or not v2."""
+    try:
+        with open(f"{proc}/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("0::"):
+            return line[3:] or "/"
+    return None
+
+
+def pids_in(path: str, root: str = ROOT) -> list[int]:
+    """Every pid in the cgroup `path` and its descendants; raises OSError if it is gone."""
+    base = root + path.rstrip("/")
+    pids: list[int] = []
+    for dirpath, _dirs, files in os.walk(base, onerror=_raise):
+        if "cgroup.procs" in files:
+            with open(f"{dirpath}/cgroup.procs") as f:
+                pids.extend(int(word) for word in f.read().split())
+    return pids
+
+
+def _raise(exc: OSError) -> None:
+    """os.walk error hook: a vanished cgroup must not look like an empty one."""
+    raise exc

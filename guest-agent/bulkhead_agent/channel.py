@@ -1,0 +1,248 @@
+"""Opens the shim's two links (control, data) and hands each over as an asyncio stream pair.
+
+Either kind does the same handshake: once the host side is connected, the agent writes MAGIC,
+and only then does the shim speak. virtio-serial needs it most: a port drops host data while
+no guest process has it open, and reports POLLHUP while no host process is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bulkhead.stdio.channel import MAGIC
+
+from bulkhead_agent import log as agentlog
+
+log = logging.getLogger(__name__)
+
+VIRTIO_PORTS = "/sys/class/virtio-ports"
+CTL_PORT_NAME = "bulkhead.ctl"
+DATA_PORT_NAME = "bulkhead.data"
+VSOCK_CTL_PORT = 1024
+VSOCK_DATA_PORT = 1025
+POLL_INTERVAL = 0.005  # seconds between checks while a port or its host side is missing
+IDLE_POLL_INTERVAL = 0.1  # after FAST_POLL_PERIOD: nobody is about to connect, save guest CPU
+FAST_POLL_PERIOD = 2.0
+SLOW_WARNING = 10.0  # seconds after which waiting for a port is worth a kernel log line
+STREAM_LIMIT = 1 << 20
+
+
+@dataclass
+class Link:
+    """One connected, handshaken link; close() releases everything under it."""
+
+    name: str
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+    closers: list[Callable[[], object]] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close both directions (idempotent)."""
+        for closer in self.closers:
+            try:
+                closer()
+            except (OSError, RuntimeError) as exc:
+                log.debug("%s: close: %s", self.name, exc)
+        self.closers.clear()
+
+
+class _WriteProtocol(asyncio.streams.FlowControlMixin):
+    """Write-side protocol for a pipe or char device that also supports wait_closed()."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
+        return self._closed
+
+
+async def fd_streams(fd: int, name: str) -> Link:
+    """Wrap a char device (or pipe) fd opened O_RDWR as a reader/writer pair; takes the fd."""
+    loop = asyncio.get_running_loop()
+    wfd = os.dup(fd)  # each transport closes its own fd
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+    try:
+        rtransport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), open(fd, "rb", buffering=0))
+    except BaseException:
+        os.close(wfd)
+        raise
+    try:
+        wtransport, wproto = await loop.connect_write_pipe(
+            _WriteProtocol, open(wfd, "wb", buffering=0))
+    except BaseException:
+        rtransport.close()
+        raise
+    writer = asyncio.StreamWriter(wtransport, wproto, reader, loop)
+    return Link(name, reader, writer, [rtransport.close, wtransport.close])
+
+
+def find_port(port_name: str, sysfs: str = VIRTIO_PORTS) -> str | None:
+    """The /dev name (vportNpM) of the virtio-serial port called port_name, if it exists yet."""
+    try:
+        entries = os.listdir(sysfs)
+    except FileNotFoundError:
+        return None
+    for entry in sorted(entries):
+        try:
+            with open(f"{sysfs}/{entry}/name") as f:
+                if f.read().strip() == port_name:
+                    return entry
+        except OSError:
+            continue
+    return None
+
+
+def host_connected(fd: int) -> bool:
+    """False while the port reports POLLHUP, i.e. no host process has its side open."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return not any(ev & select.POLLHUP for _, ev in poller.poll(0))
+
+
+class SerialPort:
+    """A virtio-serial port found by name; reopened for every new host connection."""
+
+    def __init__(self, port_name: str, sysfs: str = VIRTIO_PORTS, dev: str = "/dev") -> None:
+        self.name = port_name
+        self.sysfs = sysfs
+        self.dev = dev
+
+    async def accept(self) -> Link:
+        """Wait for the port and for its host side, write MAGIC, return the link."""
+        path = await self._wait_for_device()
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            await _poll_until(lambda: host_connected(fd), f"host side of {self.name}")
+        except BaseException:
+            os.close(fd)
+            raise
+        link = await fd_streams(fd, self.name)
+        try:
+            await _handshake(link)
+        except BaseException:
+            link.close()
+            raise
+        log.info("%s: host connected on %s", self.name, path)
+        return link
+
+    async def _wait_for_device(self) -> str:
+        """Port names arrive from the host asynchronously after the device probes: poll."""
+        found: list[str] = []
+
+        def check() -> bool:
+            entry = find_port(self.name, self.sysfs)
+            if entry is not None:
+                found.append(entry)
+            return entry is not None
+
+        await _poll_until(check, f"virtio-serial port {self.name}")
+        return f"{self.dev}/{found[0]}"
+
+    def close(self) -> None:
+        """Nothing is held between connections."""
+
+
+class SocketListener:
+    """A listening vsock or unix socket; accepts one host connection at a time."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.name = name
+
+    @classmethod
+    def vsock(cls, port: int, name: str) -> SocketListener:
+        """Listen on AF_VSOCK, any CID, the given port."""
+        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
+        try:
+            sock.bind((socket.VMADDR_CID_ANY, port))
+            sock.listen(1)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, name)
+
+    @classmethod
+    def unix(cls, path: str, name: str) -> SocketListener:
+        """Listen on a unix socket path (development on the host)."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+            sock.listen(1)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, name)
+
+    async def accept(self) -> Link:
+        """Accept the host's connection, write MAGIC, return the link."""
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(self.sock)
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=STREAM_LIMIT)
+        except BaseException:
+            conn.close()
+            raise
+        link = Link(self.name, reader, writer, [writer.close])
+        try:
+            await _handshake(link)
+        except BaseException:
+            link.close()
+            raise
+        log.info("%s: host connected", self.name)
+        return link
+
+    def close(self) -> None:
+        """Stop listening."""
+        self.sock.close()
+
+
+async def _handshake(link: Link) -> None:
+    """Tell the shim this end is open and reading: from here on nothing it sends is lost."""
+    link.writer.write(MAGIC)
+    await link.writer.drain()
+
+
+async def _poll_until(ready: Callable[[], bool], what: str) -> None:
+    """Sleep-poll until ready(); say so once in the kernel log if it takes unusually long."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    warned = False
+    while not ready():
+        waited = loop.time() - started
+        if not warned and waited > SLOW_WARNING:
+            warned = True
+            log.warning("still waiting for %s after %.0f s", what, SLOW_WARNING)
+            agentlog.kernel(f"still waiting for {what} after {SLOW_WARNING:.0f} s")
+        await asyncio.sleep(POLL_INTERVAL if waited < FAST_POLL_PERIOD else IDLE_POLL_INTERVAL)
+
+
+def endpoints(channel: str, listen_dir: str = "") -> tuple[SerialPort | SocketListener,
+                                                           SerialPort | SocketListener]:
+    """The (control, data) endpoints for a channel kind: serial, vsock or unix."""
+    if channel == "serial":
+        return SerialPort(CTL_PORT_NAME), SerialPort(DATA_PORT_NAME)
+    if channel == "vsock":
+        return (SocketListener.vsock(VSOCK_CTL_PORT, "vsock ctl"),
+                SocketListener.vsock(VSOCK_DATA_PORT, "vsock data"))
+    if channel == "unix":
+        return (SocketListener.unix(os.path.join(listen_dir, "ctl.sock"), "unix ctl"),
+                SocketListener.unix(os.path.join(listen_dir, "data.sock"), "unix data"))
+    raise ValueError(f"unknown channel kind {channel!r}")

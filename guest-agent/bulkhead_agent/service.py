@@ -1,0 +1,140 @@
+"""The bulkhead.agent.v1.Agent ttrpc service: decode requests, call the Supervisor, map errors."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from bulkhead.proto import agent_pb2
+from bulkhead.ttrpc import Code, TtrpcError
+from google.protobuf import empty_pb2
+from google.protobuf.message import Message
+
+from bulkhead_agent import __version__
+from bulkhead_agent.bootinfo import BootInfo, uptime
+from bulkhead_agent.container import Supervisor
+from bulkhead_agent.errors import AgentError
+from bulkhead_agent.procio import Streams
+
+log = logging.getLogger(__name__)
+
+SERVICE = "bulkhead.agent.v1.Agent"
+POWER_OFF_DELAY = 0.2  # seconds: lets the Shutdown reply reach the shim before the VM stops
+
+Req = TypeVar("Req", bound=Message)
+Resp = TypeVar("Resp", bound=Message)
+
+
+def rpc(name: str) -> Callable[[Callable[[Any, Req], Awaitable[Resp]]],
+                               Callable[[Any, Req], Awaitable[Resp]]]:
+    """Turn agent errors into the status code they name; anything else is INTERNAL, logged."""
+
+    def wrap(fn: Callable[[Any, Req], Awaitable[Resp]]) -> Callable[[Any, Req], Awaitable[Resp]]:
+        @functools.wraps(fn)
+        async def handler(self: Any, req: Req) -> Resp:
+            try:
+                return await fn(self, req)
+            except AgentError as exc:
+                log.info("%s: %s", name, exc)
+                raise TtrpcError(Code(exc.code), str(exc)) from None
+            except (TtrpcError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                log.exception("%s failed", name)
+                raise TtrpcError(Code.INTERNAL, f"{name}: {exc}") from None
+
+        return handler
+
+    return wrap
+
+
+class AgentService:
+    """Handlers for every method of agent.proto's Agent service."""
+
+    def __init__(self, supervisor: Supervisor, boot: BootInfo,
+                 power_off: Callable[[], None]) -> None:
+        self.supervisor = supervisor
+        self.boot = boot
+        self.power_off = power_off
+
+    def methods(self) -> dict[str, tuple[type[Message], Callable[[Any], Awaitable[Message]]]]:
+        """The method table for bulkhead.ttrpc.Server.register(SERVICE, ...)."""
+        return {
+            "Check": (agent_pb2.CheckRequest, self.check),
+            "CreateContainer": (agent_pb2.CreateContainerRequest, self.create_container),
+            "StartProcess": (agent_pb2.StartProcessRequest, self.start_process),
+            "WaitProcess": (agent_pb2.WaitProcessRequest, self.wait_process),
+            "SignalProcess": (agent_pb2.SignalProcessRequest, self.signal_process),
+            "CloseStdin": (agent_pb2.CloseStdinRequest, self.close_stdin),
+            "ListPids": (agent_pb2.ListPidsRequest, self.list_pids),
+            "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
+            "Shutdown": (empty_pb2.Empty, self.shutdown),
+        }
+
+    @rpc("Check")
+    async def check(self, req: agent_pb2.CheckRequest) -> agent_pb2.CheckResponse:
+        """Liveness plus boot phase timings."""
+        return agent_pb2.CheckResponse(
+            agent_version=__version__, kernel_release=os.uname().release,
+            init_start_uptime=self.boot.init_start, switch_root_uptime=self.boot.switch_root,
+            agent_start_uptime=self.boot.agent_start, now_uptime=uptime())
+
+    @rpc("CreateContainer")
+    async def create_container(self, req: agent_pb2.CreateContainerRequest
+                               ) -> agent_pb2.CreateContainerResponse:
+        """crun create with stdio pipes joined to the requested data-channel streams."""
+        streams = Streams(req.stdio.stdin, req.stdio.stdout, req.stdio.stderr)
+        pid = await self.supervisor.create(req.container_id, req.bundle, req.terminal, streams)
+        return agent_pb2.CreateContainerResponse(pid=pid)
+
+    @rpc("StartProcess")
+    async def start_process(self, req: agent_pb2.StartProcessRequest
+                            ) -> agent_pb2.StartProcessResponse:
+        """crun start (init only for now)."""
+        pid = await self.supervisor.start(req.container_id, req.exec_id)
+        return agent_pb2.StartProcessResponse(pid=pid)
+
+    @rpc("WaitProcess")
+    async def wait_process(self, req: agent_pb2.WaitProcessRequest
+                           ) -> agent_pb2.WaitProcessResponse:
+        """Exit status once the process exited and all its output was sent."""
+        info = await self.supervisor.wait(req.container_id, req.exec_id)
+        resp = agent_pb2.WaitProcessResponse(exit_status=info.status)
+        resp.exited_at.FromNanoseconds(info.exited_at_ns)
+        return resp
+
+    @rpc("SignalProcess")
+    async def signal_process(self, req: agent_pb2.SignalProcessRequest) -> empty_pb2.Empty:
+        """kill(2) the process, or every process of the container with `all`."""
+        await self.supervisor.signal(req.container_id, req.exec_id, req.signal, req.all)
+        return empty_pb2.Empty()
+
+    @rpc("CloseStdin")
+    async def close_stdin(self, req: agent_pb2.CloseStdinRequest) -> empty_pb2.Empty:
+        """Returns once the stdin stream's EOF has closed the process's stdin pipe."""
+        await self.supervisor.close_stdin(req.container_id, req.exec_id)
+        return empty_pb2.Empty()
+
+    @rpc("ListPids")
+    async def list_pids(self, req: agent_pb2.ListPidsRequest) -> agent_pb2.ListPidsResponse:
+        """Pids of the container's cgroup."""
+        return agent_pb2.ListPidsResponse(pids=self.supervisor.list_pids(req.container_id))
+
+    @rpc("RemoveContainer")
+    async def remove_container(self, req: agent_pb2.RemoveContainerRequest) -> empty_pb2.Empty:
+        """crun delete -f and forget the container."""
+        await self.supervisor.remove(req.container_id)
+        return empty_pb2.Empty()
+
+    @rpc("Shutdown")
+    async def shutdown(self, req: empty_pb2.Empty) -> empty_pb2.Empty:
+        """Kill every container, sync, and power off shortly after this reply went out."""
+        await self.supervisor.kill_all()
+        os.sync()
+        asyncio.get_running_loop().call_later(POWER_OFF_DELAY, self.power_off)
+        log.info("shutdown requested: powering off in %.1f s", POWER_OFF_DELAY)
+        return empty_pb2.Empty()
