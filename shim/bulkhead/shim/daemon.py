@@ -51,8 +51,10 @@ def setup_logging(bundle: str, debug: bool) -> None:
 
 async def serve(args: ShimArgs, cfg: config_mod.Config) -> None:
     """Serve the task API until Shutdown (with no tasks left) or SIGTERM."""
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
     loop = asyncio.get_running_loop()
+    watcher = asyncio.PidfdChildWatcher()  # no helper thread per child (QEMU)
+    watcher.attach_loop(loop)
+    asyncio.set_child_watcher(watcher)
     sock_path = socket_path(args.address, args.namespace, args.id)
     sandbox = Sandbox(args.id, args.namespace, sock_path, cfg)
     sandbox.prepare()
