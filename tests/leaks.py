@@ -23,7 +23,8 @@ def _listdir(path: Path) -> frozenset[str]:
 
 
 def is_qemu(proc: procs.Proc) -> bool:
-    return proc.exe_name.startswith("qemu-system")
+    """A VM of ours: QEMU whose state (sockets, console) lives under /run/bulkhead."""
+    return proc.exe_name.startswith("qemu-system") and f"{BULKHEAD_RUN_DIR}/" in proc.command
 
 
 def is_bulkhead_shim(proc: procs.Proc) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import os
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
@@ -72,7 +73,10 @@ def test_stdout_stderr_and_guest_kernel(containerd: PrivateContainerd, demo_imag
     assert lines[1] != os.uname().release  # a guest kernel, not the host's
 
 
-@pytest.mark.parametrize("cmd,want", [("exit 7", 7), ("kill -9 $$", 137), ("kill -15 $$", 143)])
+# The container's sh is PID 1 of its pid namespace and ignores its own signals (as under runc),
+# so the signal deaths are of a child whose status the shell passes on.
+@pytest.mark.parametrize("cmd,want", [("exit 7", 7), ('sh -c "kill -9 \\$\\$"', 137),
+                                      ('sh -c "kill -15 \\$\\$"', 143)])
 def test_exit_codes(containerd: PrivateContainerd, demo_image: str, no_leaks: None,
                     cmd: str, want: int) -> None:
     code, _, err = run(containerd, demo_image, "sh", "-c", cmd)
@@ -101,6 +105,26 @@ def test_detached_lifecycle_one_qemu(containerd: PrivateContainerd, demo_image: 
         for cid in (a, b):
             containerd.ctr("tasks", "rm", "-f", cid, check=False)
             containerd.ctr("containers", "rm", cid, check=False)
+
+
+def test_sigkilled_init_exits_137(containerd: PrivateContainerd, demo_image: str,
+                                  no_leaks: None) -> None:
+    """ctr run (attached) reports 137 when the container init dies of SIGKILL."""
+    cid = uid("sigkill")
+    attached = subprocess.Popen(
+        containerd.ctr_argv("run", "--runtime", RUNTIME, "--rm", demo_image, cid, "sleep", "600"),
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_status(containerd, cid, "RUNNING")
+        containerd.ctr("tasks", "kill", "-s", "KILL", cid)
+        _, err = attached.communicate(timeout=60)
+        assert attached.returncode == 137, err
+    finally:
+        if attached.poll() is None:
+            attached.kill()
+            attached.wait()
+        containerd.ctr("tasks", "rm", "-f", cid, check=False)
+        containerd.ctr("containers", "rm", cid, check=False)
 
 
 def test_kill_after_exit_is_not_found(containerd: PrivateContainerd, demo_image: str,

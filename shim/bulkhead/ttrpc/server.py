@@ -168,8 +168,10 @@ class Server:
             raise
         except Exception as exc:  # every handler failure becomes a status, never a crash
             code, text = status_for(exc)
-            if code == Code.UNKNOWN:
+            if not isinstance(exc, TtrpcError):  # a bug or an unexpected OS error: keep the trace
                 log.warning("%s/%s failed: %s", req.service, req.method, exc, exc_info=True)
+            else:
+                log.info("%s/%s: %s (%s)", req.service, req.method, text, code.name)
             await conn.send_status(stream_id, code, text)
             return
         await conn.send(stream_id, encode_response(reply.SerializeToString()))
