@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -28,20 +29,37 @@ class Config:
     kernel_params: str = ""
     debug: bool = False
 
-    @property
-    def kernel(self) -> Path:
-        """The guest kernel image."""
-        return Path(self.guest_dir) / "vmlinuz"
+    def guest_image(self) -> GuestImage:
+        """The guest files, as the image's manifest.json describes them (defaults without one)."""
+        return GuestImage.load(Path(self.guest_dir))
 
-    @property
-    def initrd(self) -> Path:
-        """The initramfs with the tiny init."""
-        return Path(self.guest_dir) / "initrd.img"
 
-    @property
-    def rootfs(self) -> Path:
-        """The read-only guest root filesystem image."""
-        return Path(self.guest_dir) / "rootfs.erofs"
+@dataclass
+class GuestImage:
+    """Kernel, initrd and root image of the guest, plus the kernel options the build advises."""
+
+    kernel: Path
+    initrd: Path
+    rootfs: Path
+    kernel_params: str = ""
+
+    @classmethod
+    def load(cls, guest_dir: Path) -> GuestImage:
+        """Read manifest.json: the uncompressed vmlinux boots ~8 s faster under TCG."""
+        image = cls(guest_dir / "vmlinuz", guest_dir / "initrd.img", guest_dir / "rootfs.erofs")
+        try:
+            with open(guest_dir / "manifest.json", "rb") as f:
+                manifest = json.load(f)
+        except (OSError, ValueError):
+            return image
+        boot = manifest.get("boot") or {}
+        if boot.get("kernel") and (guest_dir / boot["kernel"]).exists():
+            image.kernel = guest_dir / boot["kernel"]
+        rootfs = (manifest.get("rootfs") or {}).get("file")
+        if rootfs:
+            image.rootfs = guest_dir / rootfs
+        image.kernel_params = str(boot.get("append") or "")
+        return image
 
 
 def load(path: str = paths.CONFIG_FILE) -> Config:

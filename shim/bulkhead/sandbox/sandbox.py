@@ -86,12 +86,14 @@ class Sandbox:
         from bulkhead.vmm.qemu import QemuVM
 
         cfg = self.config
+        image = cfg.guest_image()
         vm = QemuVM(VMConfig(
-            name=self.id, state_dir=Path(self.state_dir), kernel=cfg.kernel,
-            initrd=cfg.initrd, rootfs=cfg.rootfs, shared_dir=Path(self.shared_dir),
+            name=self.id, state_dir=Path(self.state_dir), kernel=image.kernel,
+            initrd=image.initrd, rootfs=image.rootfs, shared_dir=Path(self.shared_dir),
             memory_mib=cfg.memory_mib, vcpus=cfg.vcpus, channel=cfg.channel, accel=cfg.accel,
             qemu_binary=cfg.qemu_binary, boot_timeout=cfg.boot_timeout,
-            extra_cmdline=cfg.kernel_params, debug=cfg.debug))
+            extra_cmdline=f"{image.kernel_params} {cfg.kernel_params}".strip(),
+            debug=cfg.debug))
         self.vm = vm
         try:
             link = await vm.start()

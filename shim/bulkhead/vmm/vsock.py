@@ -23,6 +23,7 @@ CID_MIN = 3
 CID_SPAN = 1 << 20  # candidates are drawn from [CID_MIN, CID_MIN + CID_SPAN)
 CTL_PORT = 1024
 DATA_PORT = 1025
+STREAM_LIMIT = 1 << 20
 _RETRYABLE = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ENODEV, errno.ETIMEDOUT,
               errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 
@@ -83,21 +84,26 @@ def reserve_cid(seed: int, device: Path = VHOST_VSOCK_DEVICE, attempts: int = 64
 async def connect(cid: int, port: int, attempt_timeout: float = 1.0
                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """Dial cid:port until the guest listens; the caller bounds the whole wait."""
-    loop = asyncio.get_running_loop()
     delay = 0.01
     while True:
-        sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.setblocking(False)
         try:
-            await asyncio.wait_for(loop.sock_connect(sock, (cid, port)), attempt_timeout)
-        except (TimeoutError, OSError) as exc:
-            sock.close()
-            if exc.errno is not None and exc.errno not in _RETRYABLE:  # None: attempt timed out
+            sock = await _dial_once(cid, port, attempt_timeout)
+        except OSError as exc:  # TimeoutError included: that attempt took too long
+            if exc.errno is not None and exc.errno not in _RETRYABLE:
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
             continue
-        except BaseException:
-            sock.close()
-            raise
-        return await asyncio.open_connection(sock=sock)
+        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+
+
+async def _dial_once(cid: int, port: int, timeout: float) -> socket.socket:
+    """One non-blocking AF_VSOCK connect attempt; the socket is closed unless it connected."""
+    sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.setblocking(False)
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().sock_connect(sock, (cid, port)), timeout)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
