@@ -249,3 +249,32 @@ def test_bad_runtime_config_is_named(containerd: PrivateContainerd, demo_image: 
     code, _, err = run(containerd, demo_image, "true",
                        opts=("--runtime-config-path", str(cfg)))
     assert code != 0 and "memory_mib" in err and str(cfg) in err
+
+
+def sandbox_state(containerd: PrivateContainerd, cid: str) -> dict[str, object]:
+    import json
+
+    path = Path("/run/bulkhead") / containerd.namespace / cid / "state.json"
+    return dict(json.loads(path.read_text()))
+
+
+@pytest.mark.parametrize("victim", ["shim", "qemu"])
+def test_killed_shim_or_vm_leaves_nothing(containerd: PrivateContainerd, demo_image: str,
+                                          no_leaks: None, victim: str) -> None:
+    """SIGKILL of the shim daemon or of QEMU: the task stops and cleanup removes everything."""
+    cid = uid(f"kill{victim}")
+    try:
+        containerd.ctr("run", "--runtime", RUNTIME, "-d", demo_image, cid, "sleep", "600")
+        row = wait_status(containerd, cid, "RUNNING")
+        pid = int(str(sandbox_state(containerd, cid)["shim_pid"])) if victim == "shim" \
+            else int(row[1])
+        os.kill(pid, 9)
+        deadline = time.monotonic() + 30
+        while (r := task_row(containerd, cid)) is not None and r[2] != "STOPPED":
+            assert time.monotonic() < deadline, f"{cid} still {r} after its {victim} died"
+            time.sleep(0.2)
+        containerd.ctr("tasks", "rm", "-f", cid, check=False)
+        containerd.ctr("containers", "rm", cid)
+    finally:
+        containerd.ctr("tasks", "rm", "-f", cid, check=False)
+        containerd.ctr("containers", "rm", cid, check=False)

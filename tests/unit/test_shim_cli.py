@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from bulkhead.proto import task_pb2
 from bulkhead.shim.flags import UsageError, parse
 from bulkhead.shim.grouping import BundleError, read_annotations, sandbox_key, socket_path
 
@@ -61,3 +65,45 @@ def test_malformed_config_json(tmp_path: Path) -> None:
         read_annotations(str(tmp_path))
     with pytest.raises(BundleError, match="no such file"):
         read_annotations(str(tmp_path / "missing"))
+
+
+SHIM = "containerd-shim-bulkhead-v2"
+
+
+def shim_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    """Run the shim's entry point the way containerd does (cwd = bundle)."""
+    return subprocess.run([sys.executable, "-m", "bulkhead.shim.main", *args], cwd=cwd,
+                          input=b"", capture_output=True, timeout=30,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+
+
+def test_start_with_malformed_config_fails_clearly(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text("{broken")
+    res = shim_command("-namespace", "ns", "-address", str(tmp_path / "c.sock"), "-id", "x",
+                       "start", cwd=tmp_path)
+    assert res.returncode == 1
+    assert b"malformed OCI spec" in res.stderr and b"config.json" in res.stderr
+    assert res.stdout == b"" and not (tmp_path / "address").exists()
+
+
+def test_start_joining_a_missing_sandbox_fails_clearly(tmp_path: Path) -> None:
+    write_spec(tmp_path, {"io.kubernetes.cri.container-type": "container",
+                          "io.kubernetes.cri.sandbox-id": "no-such-sandbox"})
+    res = shim_command("-namespace", "ns", "-address", str(tmp_path / "c.sock"), "-id", "x",
+                       "start", cwd=tmp_path)
+    assert res.returncode == 1 and b"no-such-sandbox" in res.stderr
+
+
+def test_delete_is_idempotent_and_reports_137(tmp_path: Path) -> None:
+    write_spec(tmp_path, None)
+    for _ in range(2):
+        res = shim_command("-namespace", "ns-unit", "-address", str(tmp_path / "c.sock"),
+                           "-id", "gone", "-bundle", str(tmp_path), "delete", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        resp = task_pb2.DeleteResponse.FromString(res.stdout)
+        assert resp.exit_status == 137 and resp.exited_at.seconds > 0
+
+
+def test_version_flag(tmp_path: Path) -> None:
+    res = shim_command("-v", cwd=tmp_path)
+    assert res.returncode == 0 and b"io.containerd.bulkhead.v2" in res.stdout

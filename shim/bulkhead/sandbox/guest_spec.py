@@ -10,6 +10,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+GUEST_OCI_VERSION = "1.0.2-dev"
+
+
 class SpecError(Exception):
     """config.json is missing or malformed; the message names the file and the field."""
 
@@ -45,6 +48,10 @@ def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
     """A copy with host-only parts removed: rootfs path, namespace paths, hooks, host binds."""
     out = json.loads(json.dumps(spec))
     out.setdefault("root", {})["path"] = "rootfs"
+    if not str(out.get("ociVersion", "")).startswith("1.0"):
+        # The guest's crun (1.8) refuses any 1.x but 1.0 ("unknown version specified"), while
+        # containerd 1.7 writes 1.1.0-rc.1; the fields it uses exist in 1.0.2.
+        out["ociVersion"] = GUEST_OCI_VERSION
     out.pop("hooks", None)
     process = out["process"]
     process.pop("apparmorProfile", None)
