@@ -58,8 +58,9 @@ def find_boot_phases(log_text: str) -> str | None:
     if not lines:
         return None
     line = lines[-1]
-    start = line.find(BOOT_PHASES_MARKER)
-    return line[start:].rstrip('"').replace('\\"', '"')
+    text = line[line.find(BOOT_PHASES_MARKER):]
+    end = text.find('" ')  # the closing quote of logrus' msg="..."
+    return (text[:end] if end >= 0 else text.rstrip('"')).replace('\\"', '"')
 
 
 def run_container(client: CtrClient, runtime: str, timeout: float) -> DemoResult:

@@ -49,7 +49,7 @@ def setup_logging(bundle: str, debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
-async def serve(args: ShimArgs, cfg: config_mod.Config) -> None:
+async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") -> None:
     """Serve the task API until Shutdown (with no tasks left) or SIGTERM."""
     loop = asyncio.get_running_loop()
     watcher = asyncio.PidfdChildWatcher()  # no helper thread per child (QEMU)
@@ -69,7 +69,7 @@ async def serve(args: ShimArgs, cfg: config_mod.Config) -> None:
             os.unlink(sock_path)
         loop.call_soon(done.set)
 
-    service = TaskService(sandbox, events, finish)
+    service = TaskService(sandbox, events, finish, config_error)
     server = Server()
     for name in SERVICES:
         server.register(name, service.methods())
@@ -91,13 +91,14 @@ def main() -> int:
     args = parse(sys.argv[1:])
     setup_logging(args.bundle, args.debug)
     os.chdir("/")
+    config_error = ""
     try:
         cfg = config_mod.load()
-    except config_mod.ConfigError as exc:
+    except config_mod.ConfigError as exc:  # reported at Create, where the user sees it
         log.error("%s", exc)
-        return 1
+        cfg, config_error = config_mod.Config(), f"bulkhead configuration {exc}"
     try:
-        asyncio.run(serve(args, cfg))
+        asyncio.run(serve(args, cfg, config_error))
     except Exception:
         log.exception("shim daemon failed")
         return 1

@@ -48,6 +48,8 @@ class Task:
     exit: Exit | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     waiter: asyncio.Task[None] | None = None
+    # Held across Start's RPC and its event, so an immediate exit cannot be published first.
+    start_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     timings: dict[str, float] = field(default_factory=dict)
 
     def exited_at(self) -> timestamp_pb2.Timestamp:

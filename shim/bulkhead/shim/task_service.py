@@ -37,8 +37,10 @@ class TaskService:
     """Every Task RPC; one instance per shim daemon (one sandbox)."""
 
     def __init__(self, sandbox: Sandbox, events: EventPublisher,
-                 on_empty_shutdown: Callable[[], Awaitable[None]]) -> None:
+                 on_empty_shutdown: Callable[[], Awaitable[None]],
+                 config_error: str = "") -> None:
         self.sandbox = sandbox
+        self.config_error = config_error
         self.events = events
         self.tasks: dict[str, Task] = {}
         self._on_empty_shutdown = on_empty_shutdown
@@ -95,7 +97,9 @@ class TaskService:
         except SpecError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
         sb = self.sandbox
-        self._apply_runtime_options(req)
+        own_config = self._apply_runtime_options(req)
+        if self.config_error and not own_config:
+            raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
         try:
             io = ProcessIO.open(req.stdin, req.stdout, req.stderr, sb.new_stream)
         except StdioError as exc:
@@ -119,13 +123,16 @@ class TaskService:
         self.events.publish("/tasks/create", ev)
         return task_pb2.CreateTaskResponse(pid=sb.vm_pid)
 
-    def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> None:
-        """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM."""
+    def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
+        """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
+
+        Returns True if the request carried a config file (which then replaces the default).
+        """
         if not req.options.type_url.endswith("runtimeoptions.v1.Options"):
-            return
+            return False
         opts = runtimeoptions_pb2.Options.FromString(req.options.value)
         if not opts.config_path or self.sandbox.agent is not None:
-            return
+            return False
         if not os.path.isfile(opts.config_path):
             raise TtrpcError(Code.INVALID_ARGUMENT,
                              f"runtime config {opts.config_path}: no such file")
@@ -133,6 +140,7 @@ class TaskService:
             self.sandbox.config = config_mod.load(opts.config_path)
         except config_mod.ConfigError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"runtime config {exc}") from None
+        return True
 
     async def _create_in_guest(self, task: Task, req: task_pb2.CreateTaskRequest,
                                spec: dict[str, Any]) -> None:
@@ -185,12 +193,12 @@ class TaskService:
         agent = self.sandbox.agent
         if agent is None:
             raise TtrpcError(Code.UNAVAILABLE, f"sandbox {self.sandbox.id} is not running")
-        await agent.start_process(req.id)
-        task.timings["started"] = time.monotonic()
-        if task.status == Status.CREATED:
+        async with task.start_lock:
+            await agent.start_process(req.id)
+            task.timings["started"] = time.monotonic()
             task.status = Status.RUNNING
-        self.events.publish("/tasks/start",
-                            events_pb2.TaskStart(container_id=req.id, pid=self.sandbox.vm_pid))
+            self.events.publish("/tasks/start",
+                                events_pb2.TaskStart(container_id=req.id, pid=self.sandbox.vm_pid))
         return task_pb2.StartResponse(pid=self.sandbox.vm_pid)
 
     async def _wait_exit(self, task: Task) -> None:
@@ -205,14 +213,15 @@ class TaskService:
             log.error("wait for %s failed: %s", task.id, exc)
             at.GetCurrentTime()
         await task.io.drain_output()
-        task.exit = Exit(status, at)
-        task.status = Status.STOPPED
-        task.timings["exit_reported"] = time.monotonic()
-        task.exited.set()
+        async with task.start_lock:  # a Start in flight publishes /tasks/start first
+            task.exit = Exit(status, at)
+            task.status = Status.STOPPED
+            task.timings["exit_reported"] = time.monotonic()
+            task.exited.set()
+            self.events.publish("/tasks/exit", events_pb2.TaskExit(
+                container_id=task.id, id=task.id, pid=self.sandbox.vm_pid, exit_status=status,
+                exited_at=at))
         self._log_phases(task)
-        self.events.publish("/tasks/exit", events_pb2.TaskExit(
-            container_id=task.id, id=task.id, pid=self.sandbox.vm_pid, exit_status=status,
-            exited_at=at))
 
     def _log_phases(self, task: Task) -> None:
         """One log line with the boot and container phases, relative to QEMU start."""
