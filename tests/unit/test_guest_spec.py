@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from bulkhead.sandbox.guest_spec import SpecError, for_guest, load_spec
 
 
@@ -34,7 +33,7 @@ def test_for_guest_drops_host_only_parts() -> None:
     assert out["linux"]["cgroupsPath"] == "/bulkhead/c1"
 
 
-@pytest.mark.parametrize("text,why", [("{", "malformed JSON"), ("[]", "JSON object"),
+@pytest.mark.parametrize("text,why", [("{", "malformed OCI spec"), ("[]", "JSON object"),
                                       ('{"process": {}}', "process.args")])
 def test_load_spec_errors_name_the_problem(tmp_path: Path, text: str, why: str) -> None:
     (tmp_path / "config.json").write_text(text)

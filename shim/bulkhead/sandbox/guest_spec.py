@@ -7,28 +7,18 @@ import logging
 import os
 from typing import Any
 
+from bulkhead.oci_spec import SpecError, read_spec
+
 log = logging.getLogger(__name__)
 
 
 GUEST_OCI_VERSION = "1.0.2-dev"
 
 
-class SpecError(Exception):
-    """config.json is missing or malformed; the message names the file and the field."""
-
-
 def load_spec(bundle: str) -> dict[str, Any]:
-    """Read and minimally validate the bundle's config.json."""
+    """Read the bundle's config.json and check what the guest needs from it."""
+    spec = read_spec(bundle)
     path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, "rb") as f:
-            spec = json.load(f)
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path}: malformed JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise SpecError(f"{path}: the OCI spec must be a JSON object")
     process = spec.get("process")
     if not isinstance(process, dict) or not isinstance(process.get("args"), list) \
             or not process["args"]:

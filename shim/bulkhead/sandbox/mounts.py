@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from dataclasses import dataclass
 
 MS_RDONLY = 0x1
 MS_BIND = 0x1000
@@ -38,12 +39,24 @@ def umount(target: str, detach: bool = True) -> None:
         raise MountError(err, f"umount {target}: {os.strerror(err)}")
 
 
+@dataclass(frozen=True)
+class MountPoint:
+    """One line of /proc/self/mountinfo, reduced to what cleanup needs."""
+
+    mount_id: int
+    mount_point: str
+    fs_type: str
+    source: str
+
+
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal."""
-    out, i = [], 0
+    """mountinfo escapes space, tab, newline and backslash as \\ooo octal."""
+    out: list[str] = []
+    i = 0
     while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) + 0 and field[i + 1:i + 4].isdigit():
-            out.append(chr(int(field[i + 1:i + 4], 8)))
+        code = field[i + 1 : i + 4]
+        if field[i] == "\\" and len(code) == 3 and code.isdigit():
+            out.append(chr(int(code, 8)))
             i += 4
         else:
             out.append(field[i])
@@ -51,16 +64,37 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-def mounts_under(prefix: str) -> list[str]:
-    """Mount points at or below prefix, deepest first (the order to unmount them)."""
-    prefix = os.path.realpath(prefix)
-    found = []
+def parse_mountinfo(text: str) -> list[MountPoint]:
+    """Parse mountinfo text (format in proc(5)); unparsable lines are skipped."""
+    found: list[MountPoint] = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        fields = left.split()
+        rest = right.split()
+        if not sep or len(fields) < 5 or len(rest) < 2:
+            continue
+        found.append(MountPoint(int(fields[0]), _unescape(fields[4]), rest[0],
+                                _unescape(rest[1])))
+    return found
+
+
+def _is_under(path: str, base: str) -> bool:
+    base = base.rstrip("/") or "/"
+    return path == base or path.startswith(base + "/")
+
+
+def mount_points_under(*dirs: str | os.PathLike[str]) -> list[MountPoint]:
+    """Mounts at or below any of dirs, deepest first (the order to unmount them in)."""
+    bases = [os.path.realpath(d) for d in dirs]
     with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = _unescape(line.split()[4])
-            if point == prefix or point.startswith(prefix + "/"):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"), reverse=True)
+        table = parse_mountinfo(f.read())
+    found = [m for m in table if any(_is_under(m.mount_point, b) for b in bases)]
+    return sorted(found, key=lambda m: (m.mount_point.count("/"), m.mount_id), reverse=True)
+
+
+def mounts_under(prefix: str) -> list[str]:
+    """Mount point paths at or below prefix, deepest first."""
+    return [m.mount_point for m in mount_points_under(prefix)]
 
 
 def unmount_all_under(prefix: str) -> list[str]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 
+from bulkhead.oci_spec import SpecError, read_spec
 from bulkhead.paths import SOCKET_DIR
 
 CONTAINER_TYPE_KEYS = (
@@ -20,25 +20,15 @@ SANDBOX_ID_KEYS = (
 )
 
 
-class BundleError(Exception):
-    """The bundle's config.json is missing or malformed."""
+BundleError = SpecError  # what `start` and `delete` report for an unusable config.json
 
 
 def read_annotations(bundle: str) -> dict[str, str]:
     """Annotations of the bundle's OCI spec; a clear error if config.json is unusable."""
-    path = os.path.join(bundle, "config.json")
-    try:
-        with open(path, "rb") as f:
-            spec = json.load(f)
-    except FileNotFoundError:
-        raise BundleError(f"{path}: no such file") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: malformed OCI spec: {exc}") from None
-    if not isinstance(spec, dict):
-        raise BundleError(f"{path}: malformed OCI spec: top level is not an object")
-    ann = spec.get("annotations") or {}
+    ann = read_spec(bundle).get("annotations") or {}
     if not isinstance(ann, dict):
-        raise BundleError(f"{path}: malformed OCI spec: annotations is not an object")
+        raise SpecError(f"{os.path.join(bundle, 'config.json')}: malformed OCI spec: "
+                        "annotations is not an object")
     return {str(k): str(v) for k, v in ann.items()}
 
 
