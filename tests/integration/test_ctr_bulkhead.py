@@ -198,6 +198,8 @@ def test_bad_cwd_is_a_clear_error(containerd: PrivateContainerd, demo_image: str
 
 def test_twenty_sequential_runs_leave_nothing(containerd: PrivateContainerd, demo_image: str,
                                               no_leaks: None) -> None:
+    if containerd.version != "1.6":
+        pytest.skip("the 20-run soak runs once, on containerd 1.6 (each run boots a TCG VM)")
     for i in range(20):
         code, out, err = run(containerd, demo_image, "echo", f"run-{i}")
         assert (code, out.strip()) == (0, f"run-{i}"), err
