@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,14 +25,6 @@ FLAGS_VMX = ("processor\t: 0\nflags\t\t: fpu vme sse2 vmx avx2\n\n"
              "processor\t: 1\nflags\t\t: fpu vmx\n")
 FLAGS_SVM = "flags\t\t: fpu svm lm\n"
 FLAGS_NONE = "flags\t\t: fpu vme sse2 hypervisor avx2\nbugs\t\t: vmx_fake_bug\n"
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class FakeProbe:

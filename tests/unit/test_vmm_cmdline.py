@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bulkhead.vmm.accel import tcg_kernel_params
 from bulkhead.vmm.base import VMConfig, VMError
 from bulkhead.vmm.qemu import LaunchPlan, build_command, kernel_cmdline, machine_args, qopt
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def config(tmp_path: Path, **kw: object) -> VMConfig:

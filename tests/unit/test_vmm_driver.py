@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -68,14 +66,6 @@ while data := conns[0].recv(4096):
 while True:
     time.sleep(60)
 '''
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,14 +35,6 @@ async def serve(path: Path, seen: list[dict[str, object]]) -> asyncio.Server:
             writer.write(json.dumps(reply).encode() + b"\r\n")
         writer.close()
     return await asyncio.start_unix_server(handle, str(path))
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_execute_and_errors(tmp_path: Path) -> None:

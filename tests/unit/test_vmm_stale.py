@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,14 +13,6 @@ import pytest
 from bulkhead.vmm.base import PID_FILE, kill_stale, pid_gone
 
 SHIM = str(Path(__file__).resolve().parents[2] / "shim")
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

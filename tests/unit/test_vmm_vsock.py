@@ -5,22 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import shutil
 import socket
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from bulkhead.vmm import vsock
-
-
-@pytest.fixture
-def tmp_path() -> Iterator[Path]:
-    """A private temp dir, removed after the test (pytest would keep its own around)."""
-    path = Path(tempfile.mkdtemp(prefix="bh-vmm-test-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
