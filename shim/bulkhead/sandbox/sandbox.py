@@ -46,6 +46,7 @@ class Sandbox:
         self._boot_lock = asyncio.Lock()
         self.timings: dict[str, float] = {}
         self.guest_uptimes: dict[str, float] = {}
+        self._guest_zero: float | None = None  # host monotonic time of the guest's uptime 0
         self.vm_pid = 0
 
     def prepare(self) -> None:
@@ -135,7 +136,7 @@ class Sandbox:
         if t0 is None:
             return {}
         out = {"qemu_start": 0.0}
-        zero = getattr(self, "_guest_zero", None)
+        zero = self._guest_zero
         if zero is not None:
             for name, up in self.guest_uptimes.items():
                 out[name] = zero + up - t0

@@ -16,7 +16,13 @@ from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.mounts import unmount_all_under
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.shim.flags import ShimArgs
-from bulkhead.shim.grouping import BundleError, read_annotations, sandbox_key, socket_path
+from bulkhead.shim.grouping import (
+    BundleError,
+    read_annotations,
+    sandbox_key,
+    shim_listening,
+    socket_path,
+)
 
 DAEMON_EXIT_GRACE = 2.0
 
@@ -86,14 +92,5 @@ def _stop_daemon(pid: int, sandbox_id: str) -> None:
 
 def _remove_stale_socket(sock: str) -> None:
     """Remove the shim socket unless a live shim still listens on it."""
-    import socket
-
-    if not os.path.exists(sock):
-        return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(sock)
-    except OSError:
+    if os.path.exists(sock) and not shim_listening(sock):
         os.unlink(sock)
-    finally:
-        probe.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 from bulkhead.oci_spec import SpecError, read_spec
 from bulkhead.paths import SOCKET_DIR
@@ -50,3 +51,15 @@ def socket_path(address: str, namespace: str, key: str) -> str:
     """containerd's convention: /run/containerd/s/sha256(address/namespace/key)."""
     digest = hashlib.sha256(os.path.join(address, namespace, key).encode()).hexdigest()
     return os.path.join(SOCKET_DIR, digest)
+
+
+def shim_listening(path: str) -> bool:
+    """True if a live shim accepts connections on path (a stale socket refuses them)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()

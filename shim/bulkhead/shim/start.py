@@ -13,7 +13,7 @@ import sys
 
 from bulkhead.paths import SOCKET_DIR
 from bulkhead.shim.flags import ShimArgs
-from bulkhead.shim.grouping import read_annotations, sandbox_key, socket_path
+from bulkhead.shim.grouping import read_annotations, sandbox_key, shim_listening, socket_path
 
 
 class StartError(Exception):
@@ -30,7 +30,7 @@ def run(args: ShimArgs) -> str:
     path = socket_path(args.address, args.namespace, key)
     address = "unix://" + path
     if joins:
-        if not _accepts(path):
+        if not shim_listening(path):
             raise StartError(f"pod sandbox {key} has no running shim (socket {path})")
     else:
         listener = _bind(path)
@@ -46,18 +46,6 @@ def run(args: ShimArgs) -> str:
     return address
 
 
-def _accepts(path: str) -> bool:
-    """True if a live shim is listening on path."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        probe.close()
-
-
 def _bind(path: str) -> socket.socket | None:
     """Bind the shim socket; None if a live shim already owns it (then reuse that one)."""
     os.makedirs(SOCKET_DIR, mode=0o711, exist_ok=True)
@@ -68,7 +56,7 @@ def _bind(path: str) -> socket.socket | None:
         if exc.errno != errno.EADDRINUSE:
             sock.close()
             raise StartError(f"cannot bind shim socket {path}: {exc.strerror}") from None
-        if _accepts(path):
+        if shim_listening(path):
             sock.close()
             return None
         os.unlink(path)  # stale socket of a dead shim
