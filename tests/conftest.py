@@ -1,5 +1,5 @@
-"""Shared fixtures: private containerd 1.6 / 1.7 instances (one per session each), the demo
-image imported into them, and a per-test leak check."""
+"""Shared fixtures: private containerd 1.6 / 1.7 / 2.1 instances (one per session each), the
+demo image imported into them, and a per-test leak check."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from bulkhead.devenv.containerd import (
+    INSTALLS,
     PrivateContainerd,
     available_versions,
     reap_stale_instances,
@@ -21,7 +22,7 @@ DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
 DEMO_IMAGE_TAR = Path(
     os.environ.get("BULKHEAD_DEMO_IMAGE", "/usr/local/share/bulkhead/demo-image.tar")
 )
-VERSIONS = ("1.6", "1.7")
+VERSIONS = tuple(INSTALLS)  # every version devenv knows: 1.6, 1.7, 2.1
 
 
 def _start_instance(version: str) -> Iterator[PrivateContainerd]:
@@ -30,8 +31,8 @@ def _start_instance(version: str) -> Iterator[PrivateContainerd]:
         pytest.skip("private containerd instances need root")
     if version not in available_versions():
         pytest.skip(
-            f"containerd {version} is not installed (`make install` installs 1.6 from bookworm "
-            "and 1.7 from trixie into /opt/bulkhead/containerd-1.7)"
+            f"containerd {version} is not installed (`make install` installs 1.6 from bookworm, "
+            "1.7 from trixie and 2.1 from sid into /opt/bulkhead/containerd-<version>)"
         )
     reap_stale_instances()  # leftovers of killed runs; live instances of other runs are kept
     instance = PrivateContainerd(name=f"pytest-{version}-{os.getpid()}", version=version)
@@ -50,6 +51,11 @@ def containerd16() -> Iterator[PrivateContainerd]:
 @pytest.fixture(scope="session")
 def containerd17() -> Iterator[PrivateContainerd]:
     yield from _start_instance("1.7")
+
+
+@pytest.fixture(scope="session")
+def containerd21() -> Iterator[PrivateContainerd]:
+    yield from _start_instance("2.1")
 
 
 @pytest.fixture(params=VERSIONS, ids=[f"containerd{v}" for v in VERSIONS])

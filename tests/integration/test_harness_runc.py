@@ -1,5 +1,5 @@
-"""The test harness proven with runc: private containerd 1.6 and 1.7 run the demo image, report
-exit codes, manage detached tasks, and leave nothing behind."""
+"""The test harness proven with runc: private containerd 1.6, 1.7 and 2.1 run the demo image,
+report exit codes, manage detached tasks, and leave nothing behind."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from bulkhead.devenv import mounts, procs
 from bulkhead.devenv.containerd import (
+    INSTALLS,
     ContainerdConfig,
     PrivateContainerd,
     available_versions,
@@ -21,6 +22,7 @@ from leaks import LeakBaseline, assert_no_leaks
 
 pytestmark = pytest.mark.containerd
 DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
+RUNTIME_TYPE = "io.containerd.bulkhead.v2"
 
 
 def unique_id(prefix: str) -> str:
@@ -104,7 +106,7 @@ def test_detached_task_lifecycle(
         containerd.ctr("containers", "rm", cid, check=False)
 
 
-@pytest.mark.parametrize("version", ["1.6", "1.7"])
+@pytest.mark.parametrize("version", list(INSTALLS))
 def test_stop_leaves_nothing_behind(version: str, demo_image_tar: Path) -> None:
     """stop() must remove tasks, shims, mounts and dirs even with a task still running."""
     if version not in available_versions():
@@ -144,7 +146,53 @@ def test_config_is_valid_toml_with_cri(tmp_path: Path) -> None:
     cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
     assert doc["version"] == 2 and doc["disabled_plugins"] == []
     assert cri["restrict_oom_score_adj"] is True
-    assert cri["containerd"]["runtimes"]["bulkhead"]["runtime_type"] == "io.containerd.bulkhead.v2"
+    assert cri["containerd"]["runtimes"]["bulkhead"]["runtime_type"] == RUNTIME_TYPE
     off = tomllib.loads(ContainerdConfig(**{**cfg.__dict__, "enable_cri": False}).render())
     assert off["disabled_plugins"] == ["io.containerd.grpc.v1.cri"]
     assert "io.containerd.grpc.v1.cri" not in off["plugins"]
+
+
+def test_config_v3_for_containerd2(tmp_path: Path) -> None:
+    """2.x gets a version 3 config: CRI split into images and runtime plugins, NRI off."""
+    cfg = ContainerdConfig(
+        root=tmp_path / "root",
+        state=tmp_path / "state",
+        grpc_address=tmp_path / "c.sock",
+        ttrpc_address=tmp_path / "c.sock.ttrpc",
+        containerd_version="2.1",
+        enable_cri=True,
+    )
+    doc = tomllib.loads(cfg.render())
+    plugins = doc["plugins"]
+    runtime = plugins["io.containerd.cri.v1.runtime"]
+    images = plugins["io.containerd.cri.v1.images"]
+    assert doc["version"] == 3 and doc["disabled_plugins"] == []
+    assert "io.containerd.grpc.v1.cri" not in plugins
+    assert runtime["restrict_oom_score_adj"] is True
+    assert runtime["containerd"]["runtimes"]["bulkhead"]["runtime_type"] == RUNTIME_TYPE
+    assert runtime["cni"]["bin_dirs"] == ["/usr/lib/cni"] and "bin_dir" not in runtime["cni"]
+    assert images["snapshotter"] == "overlayfs" and images["pinned_images"]["sandbox"]
+    assert plugins["io.containerd.nri.v1.nri"] == {"disable": True}
+    off = tomllib.loads(ContainerdConfig(**{**cfg.__dict__, "enable_cri": False}).render())
+    assert off["disabled_plugins"] == ["io.containerd.grpc.v1.cri"]
+    assert "io.containerd.cri.v1.runtime" not in off["plugins"]
+
+
+# The only error a CRI-enabled instance logs: we install no CNI network config.
+CNI_NO_CONFIG = "failed to load cni during init"
+
+
+@pytest.mark.parametrize("version", list(INSTALLS))
+def test_cri_plugin_starts_cleanly(version: str) -> None:
+    """With CRI enabled the plugin loads, the config uses no deprecated key (1.7+ report them),
+    and containerd logs no error but the missing CNI config."""
+    if version not in available_versions():
+        pytest.skip(f"containerd {version} is not installed")
+    instance = PrivateContainerd(name=unique_id(f"cri{version}"), version=version, enable_cri=True)
+    with instance:
+        plugin = instance.ctr("plugins", "ls", "id==cri").stdout.splitlines()[1:]
+        assert [row.split()[-1] for row in plugin] == ["ok"], plugin
+        if version != "1.6":  # 1.6's ctr has no `deprecations` command
+            assert instance.ctr("deprecations", "list").stdout.strip() == ""
+    errors = [line for line in instance.log_lines("level=error") if CNI_NO_CONFIG not in line]
+    assert errors == []

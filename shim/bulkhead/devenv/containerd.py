@@ -1,5 +1,5 @@
-"""Private containerd instances (1.6 or 1.7) with their own root, state, sockets and log, so tests
-and the demo neither disturb nor depend on a system containerd, and leave nothing behind."""
+"""Private containerd instances (1.6, 1.7 or 2.1) with their own root, state, sockets and log, so
+tests and the demo neither disturb nor depend on a system containerd, and leave nothing behind."""
 
 from __future__ import annotations
 
@@ -71,11 +71,18 @@ class ContainerdInstall:
         return found if found and found.startswith(self.version + ".") else None
 
 
-# packaging/host/install-deps unpacks trixie's containerd 1.7 here; the variable overrides it.
-CONTAINERD17_DIR = Path(os.environ.get("BULKHEAD_CONTAINERD17_DIR", "/opt/bulkhead/containerd-1.7"))
+def _unpacked_install(minor: str) -> ContainerdInstall:
+    """packaging/host/install-deps unpacks newer Debian builds (1.7 from trixie, 2.1 from sid)
+    into /opt/bulkhead/containerd-<minor>; BULKHEAD_CONTAINERD<NN>_DIR overrides the place."""
+    variable = f"BULKHEAD_CONTAINERD{minor.replace('.', '')}_DIR"
+    base = Path(os.environ.get(variable, f"/opt/bulkhead/containerd-{minor}"))
+    return ContainerdInstall(minor, base / "usr" / "bin")
+
+
 INSTALLS: dict[str, ContainerdInstall] = {
     "1.6": ContainerdInstall("1.6", Path("/usr/bin")),
-    "1.7": ContainerdInstall("1.7", CONTAINERD17_DIR / "usr" / "bin"),
+    "1.7": _unpacked_install("1.7"),
+    "2.1": _unpacked_install("2.1"),
 }
 
 
@@ -93,7 +100,7 @@ def _binary_version(binary: str) -> str | None:
 
 
 def available_versions() -> dict[str, str]:
-    """Installed containerd versions, e.g. {"1.6": "1.6.20~ds1", "1.7": "1.7.24~ds1"}."""
+    """Installed containerd versions, e.g. {"1.6": "1.6.20~ds1", "2.1": "2.1.9+unknown"}."""
     found = {minor: inst.exact_version() for minor, inst in INSTALLS.items()}
     return {minor: exact for minor, exact in found.items() if exact}
 
@@ -136,14 +143,21 @@ def _default_cri_runtimes() -> list[CriRuntime]:
     ]
 
 
+# The CRI gRPC service, disabled when CRI is off. 2.x keeps the name; its helper plugins
+# (io.containerd.cri.v1.images/.runtime) must stay: transfer and the sandbox controllers need them.
+CRI_PLUGIN = "io.containerd.grpc.v1.cri"
+
+
 @dataclass
 class ContainerdConfig:
-    """containerd config.toml (version 2, valid for 1.6 and 1.7); CRI is off unless enabled."""
+    """containerd config.toml: version 2 for 1.6/1.7, version 3 for 2.x; CRI is off unless
+    enabled."""
 
     root: Path
     state: Path
     grpc_address: Path
     ttrpc_address: Path
+    containerd_version: str = "1.6"
     log_level: str = "debug"
     enable_cri: bool = False
     restrict_oom_score_adj: bool = True  # we lack CAP_SYS_RESOURCE: never lower oom_score_adj
@@ -154,26 +168,36 @@ class ContainerdConfig:
     cni_bin_dir: Path = Path("/usr/lib/cni")
     cni_conf_dir: Path | None = None
 
+    @property
+    def schema(self) -> int:
+        """The config.toml version this containerd reads natively (2.x migrates 2 with warnings)."""
+        return 3 if int(self.containerd_version.split(".")[0]) >= 2 else 2
+
     def as_dict(self) -> dict[str, object]:
         """The configuration as nested tables, in the order they are written."""
         plugins: dict[str, object] = {
             "io.containerd.internal.v1.opt": {"path": str(self.root / "opt")},
         }
         doc: dict[str, object] = {
-            "version": 2,
+            "version": self.schema,
             "root": str(self.root),
             "state": str(self.state),
-            "disabled_plugins": [] if self.enable_cri else ["io.containerd.grpc.v1.cri"],
+            "disabled_plugins": [] if self.enable_cri else [CRI_PLUGIN],
             "grpc": {"address": str(self.grpc_address)},
             "ttrpc": {"address": str(self.ttrpc_address)},
             "debug": {"level": self.log_level},
             "plugins": plugins,
         }
-        if self.enable_cri:
-            plugins["io.containerd.grpc.v1.cri"] = self._cri_table()
+        if self.schema == 3:
+            # 2.x enables NRI, whose socket (/var/run/nri/nri.sock) would be shared by instances.
+            plugins["io.containerd.nri.v1.nri"] = {"disable": True}
+        if self.enable_cri and self.schema == 3:
+            plugins.update(self._cri_tables_v3())
+        elif self.enable_cri:
+            plugins[CRI_PLUGIN] = self._cri_table_v2()
         return doc
 
-    def _cri_table(self) -> dict[str, object]:
+    def _runtimes_table(self) -> dict[str, object]:
         runtimes: dict[str, object] = {}
         for rt in self.cri_runtimes:
             entry: dict[str, object] = {"runtime_type": rt.runtime_type}
@@ -182,17 +206,32 @@ class ContainerdConfig:
             if rt.options:
                 entry["options"] = dict(rt.options)
             runtimes[rt.name] = entry
-        conf_dir = self.cni_conf_dir or self.root / "cni" / "net.d"
+        return {"default_runtime_name": self.default_runtime, "runtimes": runtimes}
+
+    @property
+    def _cni_conf_dir(self) -> str:
+        return str(self.cni_conf_dir or self.root / "cni" / "net.d")
+
+    def _cri_table_v2(self) -> dict[str, object]:
+        """1.x keeps all CRI settings in the one io.containerd.grpc.v1.cri table."""
         return {
             "sandbox_image": self.sandbox_image,
             "restrict_oom_score_adj": self.restrict_oom_score_adj,
-            "containerd": {
-                "snapshotter": self.snapshotter,
-                "default_runtime_name": self.default_runtime,
-                "runtimes": runtimes,
-            },
-            "cni": {"bin_dir": str(self.cni_bin_dir), "conf_dir": str(conf_dir)},
+            "containerd": {"snapshotter": self.snapshotter, **self._runtimes_table()},
+            "cni": {"bin_dir": str(self.cni_bin_dir), "conf_dir": self._cni_conf_dir},
         }
+
+    def _cri_tables_v3(self) -> dict[str, object]:
+        """2.x splits CRI into an images and a runtime plugin; cni.bin_dir is deprecated in 2.1."""
+        images = {"snapshotter": self.snapshotter, "pinned_images": {"sandbox": self.sandbox_image}}
+        runtime = {
+            "restrict_oom_score_adj": self.restrict_oom_score_adj,
+            # Pod network namespaces under our state dir, not the host-wide /var/run/netns.
+            "netns_mounts_under_state_dir": True,
+            "containerd": self._runtimes_table(),
+            "cni": {"bin_dirs": [str(self.cni_bin_dir)], "conf_dir": self._cni_conf_dir},
+        }
+        return {"io.containerd.cri.v1.images": images, "io.containerd.cri.v1.runtime": runtime}
 
     def render(self) -> str:
         return render_toml(self.as_dict())
@@ -399,6 +438,7 @@ class PrivateContainerd(CtrClient):
             state=self.state,
             grpc_address=self.address,
             ttrpc_address=self.ttrpc_address,
+            containerd_version=self.version,
             enable_cri=self.enable_cri,
         )
 
