@@ -1,7 +1,7 @@
 """`bulkhead demo`: run one container through containerd with the Bulkhead runtime and show that
 it ran in a guest kernel, with the shim's boot-phase timings.
 
-    python3 -m bulkhead.devenv.demo [--runtime R] [--system-containerd] [--containerd-version V]
+    python3 -m bulkhead.devenv.demo [--runtime R] [--system-containerd] [--containerd V]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bulkhead.devenv.containerd import (
 )
 
 BULKHEAD_RUNTIME = "io.containerd.bulkhead.v2"
+DEFAULT_VERSION = "1.6"  # the private containerd the demo starts unless told otherwise
 DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
 DEMO_IMAGE_TAR = Path("/usr/local/share/bulkhead/demo-image.tar")
 BOOT_PHASES_MARKER = "boot phases"
@@ -131,7 +132,7 @@ def _demo_system(out: TextIO, runtime: str, image_tar: Path, timeout: float) -> 
 def run_demo(
     use_system_containerd: bool,
     runtime: str = BULKHEAD_RUNTIME,
-    containerd_version: str = "1.6",
+    containerd_version: str = DEFAULT_VERSION,
     image_tar: Path = DEMO_IMAGE_TAR,
     timeout: float = 120.0,
     out: TextIO | None = None,
@@ -159,15 +160,16 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--runtime", default=BULKHEAD_RUNTIME, help=f"default {BULKHEAD_RUNTIME}")
     p.add_argument("--system-containerd", action="store_true",
                    help=f"use the system containerd at {SYSTEM_ADDRESS} instead of a private one")
-    p.add_argument("--containerd-version", default="1.6", choices=sorted(INSTALLS),
-                   help="version of the private containerd (default 1.6)")
+    p.add_argument("--containerd", "--containerd-version", dest="containerd_version",
+                   default=DEFAULT_VERSION, choices=sorted(INSTALLS),
+                   help=f"version of the private containerd (default {DEFAULT_VERSION})")
     p.add_argument("--image", type=Path, default=DEMO_IMAGE_TAR, help=f"default {DEMO_IMAGE_TAR}")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for `ctr run`")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the demo as parsed by build_parser (here or on the `bulkhead demo` sub-parser)."""
     return run_demo(
         use_system_containerd=args.system_containerd,
         runtime=args.runtime,
@@ -175,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         image_tar=args.image,
         timeout=args.timeout,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_from_args(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":
