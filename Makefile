@@ -1,5 +1,5 @@
 # Bulkhead developer / CI entry points. Everything runs as root on a Debian bookworm host.
-#   make install   host packages, containerd 1.7, venv + shim, demo image, guest image
+#   make install   host packages, containerd 1.7 + 2.1, venv + shim, demo image, guest image
 #   make demo      run one container through containerd with the Bulkhead runtime
 #   make test      lint + the whole test suite
 #   make lint      ruff + mypy

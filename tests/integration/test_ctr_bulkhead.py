@@ -1,4 +1,4 @@
-"""`ctr` with the Bulkhead runtime against real containerd 1.6 and 1.7, QEMU and the guest.
+"""`ctr` with the Bulkhead runtime against real containerd 1.6, 1.7 and 2.1, QEMU and the guest.
 
 Every test boots real microVMs (TCG here) and checks that nothing is left behind.
 """
