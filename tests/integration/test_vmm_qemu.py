@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from bulkhead.vmm.accel import PROBE_MARKER
 from bulkhead.vmm.base import VMConfig, VMError, kill_stale, pid_gone
-from bulkhead.vmm.qemu import QemuVM, probe_boot
+from bulkhead.vmm.kvm_probe import PROBE_MARKER, probe_boot
+from bulkhead.vmm.qemu import QemuVM
 
 T = TypeVar("T")
 GUEST = Path(os.environ.get("BULKHEAD_GUEST_DIR", "/usr/local/share/bulkhead/guest"))

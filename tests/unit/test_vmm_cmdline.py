@@ -5,9 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bulkhead.vmm.accel import tcg_kernel_params
 from bulkhead.vmm.base import VMConfig, VMError
-from bulkhead.vmm.qemu import LaunchPlan, build_command, kernel_cmdline, machine_args, qopt
+from bulkhead.vmm.qemu_cmdline import (
+    LaunchPlan,
+    build_command,
+    kernel_cmdline,
+    machine_args,
+    qopt,
+)
+from bulkhead.vmm.tsc import tcg_kernel_params
 
 
 def config(tmp_path: Path, **kw: object) -> VMConfig:

@@ -2,35 +2,34 @@
 
 /dev/kvm can exist without a hardware hypervisor behind it (e.g. a paravirtual PVM host, on which
 stock kernels do not boot), so opening it is not enough: we also want vmx/svm CPU flags and a
-probe boot of our own kernel. The probe result is cached per (kernel, QEMU binary) on disk.
+probe boot of our own kernel (kvm_probe). The probe result is cached per (kernel, QEMU binary) on
+disk. The TCG guest's TSC parameters are in tsc.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
-import re
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bulkhead.vmm.base import VMConfig, VMError
+from bulkhead.vmm.kvm_probe import probe_boot
+from bulkhead.vmm.process import resolve_binary
+from bulkhead.vmm.tsc import CPUINFO
 
 log = logging.getLogger(__name__)
 
 KVM_DEVICE = Path("/dev/kvm")
-CPUINFO = Path("/proc/cpuinfo")
-KMSG = Path("/dev/kmsg")
 CACHE_FILE = Path("/var/lib/bulkhead/accel-probe.json")
 PROBE_TIMEOUT = 10.0
-PROBE_MARKER = "BULKHEAD-PROBE-OK"
 
-# A probe boots config's kernel with `accel` and says whether the guest reported PROBE_MARKER.
+# A probe boots config's kernel with `accel` and says whether the guest reported
+# kvm_probe.PROBE_MARKER.
 Probe = Callable[[VMConfig, str, float], Awaitable[tuple[bool, str]]]
 
 
@@ -55,95 +54,6 @@ def cpu_has_virt(cpuinfo: Path = CPUINFO) -> bool:
         if key.strip() == "flags" and {"vmx", "svm"} & set(value.split()):
             return True
     return False
-
-
-def host_tsc_khz(cpuinfo: Path = CPUINFO, kmsg: Path = KMSG) -> int | None:
-    """The host TSC frequency in kHz, or None if the host does not tell it.
-
-    Best is the host kernel's own measurement in its log; then "cpu MHz" when the kernel knows
-    the TSC rate (tsc_known_freq, typical of VMs); then the nominal "@ N.NNGHz" of the model
-    name (frequency scaling makes "cpu MHz" wrong on bare metal); then "cpu MHz" anyway.
-    """
-    logged = _kernel_log_tsc_khz(kmsg)
-    if logged:
-        return logged
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return None
-    fields: dict[str, str] = {}
-    for line in text.split("\n\n", 1)[0].splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    mhz = _float(fields.get("cpu MHz", ""))
-    nominal = re.search(r"@\s*([0-9.]+)\s*GHz", fields.get("model name", ""))
-    if mhz and "tsc_known_freq" in fields.get("flags", "").split():
-        return round(mhz * 1000)
-    if nominal and _float(nominal.group(1)):
-        return round(float(nominal.group(1)) * 1_000_000)
-    return round(mhz * 1000) if mhz else None
-
-
-_TSC_LOG = (re.compile(rb"tsc: Refined TSC clocksource calibration: ([0-9.]+) MHz"),
-            re.compile(rb"tsc: Detected ([0-9.]+) MHz processor"))
-
-
-def _kernel_log_tsc_khz(kmsg: Path) -> int | None:
-    """The TSC rate the host kernel logged at boot, if that record is still in the log."""
-    try:
-        fd = os.open(kmsg, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    records: list[bytes] = []
-    try:
-        while True:  # /dev/kmsg returns one record per read, EAGAIN at the end
-            try:
-                chunk = os.read(fd, 8192)
-            except BlockingIOError:
-                break
-            except OSError:  # EPIPE: a record was overwritten while reading; go on
-                continue
-            if not chunk:
-                break
-            records.append(chunk)
-    finally:
-        os.close(fd)
-    text = b"".join(records)
-    for pattern in _TSC_LOG:
-        found = pattern.findall(text)
-        if found and _float(found[-1].decode()):
-            return round(float(found[-1]) * 1000)
-    return None
-
-
-@functools.lru_cache(maxsize=4)
-def tcg_kernel_params(cpuinfo: Path = CPUINFO, kmsg: Path = KMSG) -> list[str]:
-    """Kernel parameters for a TCG guest: its TSC runs at the host TSC rate, so say that rate
-    (PIT calibration hangs under TCG) and trust it (the jiffies watchdog is jittery there)."""
-    khz = host_tsc_khz(cpuinfo, kmsg)
-    if not khz:
-        log.warning("host TSC rate unknown (%s, %s): TCG guests may hang calibrating it",
-                    kmsg, cpuinfo)
-        return []
-    return [f"tsc_early_khz={khz}", "tsc=reliable"]
-
-
-def _float(text: str) -> float | None:
-    """float(text), or None for anything that is not a positive number."""
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if value > 0 else None
-
-
-def resolve_binary(binary: str) -> Path:
-    """Absolute path of the QEMU binary, or VMError naming what was looked for."""
-    found = shutil.which(binary)
-    if found is None:
-        raise VMError(f"QEMU binary {binary!r} not found or not executable "
-                      f"(PATH={os.environ.get('PATH', '')})")
-    return Path(found).resolve()
 
 
 def probe_key(config: VMConfig) -> str:
@@ -207,7 +117,6 @@ async def _decide(config: VMConfig, cpuinfo: Path, kvm_device: Path, cache_file:
         ok, why = bool(cached["ok"]), str(cached.get("reason", ""))
         return ("kvm" if ok else "tcg"), f"cached KVM probe: {why}"
     if probe is None:
-        from bulkhead.vmm.qemu import probe_boot  # late: qemu imports this module
         probe = probe_boot
     ok, why = await probe(config, "kvm", PROBE_TIMEOUT)
     store_cache(cache_file, key, ok, why)

@@ -1,29 +1,24 @@
-"""The QEMU microvm driver: build the command line, spawn QEMU, meet the agent, stop and reap.
+"""The QEMU microvm driver: spawn QEMU for a pod, meet the agent, stop and reap.
 
 Sockets are created by us and handed to QEMU as listening fds (chardev `fd=`): they exist before
 QEMU runs, so the host connects at once without polling for socket files, and a QEMU that dies
-takes the listeners with it (connects then fail instead of hanging).
+takes the listeners with it (connects then fail instead of hanging). The command line is built
+by qemu_cmdline, the process is spawned by process, the accelerator is chosen by accel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 import os
 import re
-import shutil
-import signal
 import socket
-import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from bulkhead.vmm import vsock
-from bulkhead.vmm.accel import PROBE_MARKER, choose_accel, resolve_binary, tcg_kernel_params
+from bulkhead.vmm.accel import choose_accel
 from bulkhead.vmm.base import (
     ACCELS,
     CHANNELS,
@@ -38,109 +33,18 @@ from bulkhead.vmm.base import (
     VMError,
     remove_runtime_files,
 )
+from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn
+from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
 from bulkhead.vmm.qmp import QMPClient
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"BHAGENT1"  # the agent writes it once on each channel when it sees the host connected
-MOUNT_TAG = "bulkhead"
-SERIAL_PORTS = {"ctl": "bulkhead.ctl", "data": "bulkhead.data"}
 VSOCK_PORTS = {"ctl": vsock.CTL_PORT, "data": vsock.DATA_PORT}
 SOCKET_FILES = {"ctl": CTL_SOCKET, "data": DATA_SOCKET}
-# Syscall filter: no obsolete calls, no set*id, no fork/exec, no scheduler/affinity changes.
-SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-# Microvm without option ROMs, PIT and PIC (guests calibrate nothing against them: KVM guests have
-# kvm-clock, TCG guests get the host TSC rate on the command line); ISA serial is the console.
-MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
-# Skip the crypto self-tests (~1 s under TCG) and the PCI probe (microvm has no PCI bus).
-FAST_BOOT = ("cryptomgr.notests", "pci=off")
 STREAM_LIMIT = 1 << 20
-PR_SET_PDEATHSIG = 1
 
 _no_sandbox: set[str] = set()  # QEMU binaries that rejected -sandbox on (no seccomp support)
-
-
-@dataclass
-class LaunchPlan:
-    """The per-launch decisions and the fds QEMU inherits, for build_command()."""
-
-    accel: str
-    channel: str
-    qmp_fd: int
-    ctl_fd: int = -1
-    data_fd: int = -1
-    vhost_fd: int = -1
-    cid: int = 0
-    sandbox: bool = True
-    pass_fds: list[int] = field(default_factory=list)
-
-
-def qopt(value: str | Path) -> str:
-    """Escape a value for a QEMU comma-separated option list."""
-    return str(value).replace(",", ",,")
-
-
-def machine_args(accel: str) -> list[str]:
-    """Machine, accelerator and CPU model: the host CPU under KVM, everything TCG can do else."""
-    if accel not in ("kvm", "tcg"):
-        raise VMError(f"unknown accel {accel!r} (kvm or tcg)")
-    return ["-machine", MACHINE, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
-
-
-def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
-    """The guest kernel command line: console on ttyS0, reboot = exit, the agent's channel."""
-    parts = ["console=ttyS0", "panic=-1", "reboot=t", f"bulkhead.channel={channel}", *FAST_BOOT]
-    if not config.debug:
-        parts.insert(1, "quiet")
-    if accel == "tcg":
-        parts += tcg_kernel_params()
-    if config.extra_cmdline.strip():
-        parts.append(config.extra_cmdline.strip())
-    return " ".join(parts)
-
-
-def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
-    """Options every launch shares: machine, size, no defaults, console capture."""
-    args = [config.qemu_binary, "-name", f"guest={qopt('bulkhead-' + config.name)}",
-            *machine_args(accel),
-            "-m", f"{config.memory_mib}M", "-smp", str(config.vcpus),
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
-    if sandbox:
-        args += ["-sandbox", SANDBOX]
-    console = config.state_dir / CONSOLE_LOG
-    args += ["-chardev", f"file,id=console,path={qopt(console)}", "-serial", "chardev:console"]
-    return args
-
-
-def rootfs_args(config: VMConfig) -> list[str]:
-    """The read-only root disk (the guest init mounts /dev/vda; the probe needs it too)."""
-    return ["-drive", f"id=rootfs,file={qopt(config.rootfs)},format=raw,if=none,readonly=on",
-            "-device", "virtio-blk-device,drive=rootfs"]
-
-
-def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
-    """The full QEMU argv for one pod VM."""
-    args = base_args(config, plan.accel, plan.sandbox)
-    args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
-             "-append", kernel_cmdline(config, plan.channel, plan.accel)]
-    args += ["-chardev", f"socket,id=qmp,fd={plan.qmp_fd},server=on,wait=off",
-             "-mon", "chardev=qmp,mode=control"]
-    args += rootfs_args(config)
-    args += ["-device", "virtio-rng-device"]
-    args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
-                       "security_model=passthrough,multidevs=remap",
-             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
-    if plan.channel == "serial":
-        args += ["-device", "virtio-serial-device"]
-        for role, fd in (("ctl", plan.ctl_fd), ("data", plan.data_fd)):
-            args += ["-chardev", f"socket,id={role},fd={fd},server=on,wait=off",
-                     "-device", f"virtserialport,chardev={role},name={SERIAL_PORTS[role]}"]
-    elif plan.channel == "vsock":
-        vhost = f",vhostfd={plan.vhost_fd}" if plan.vhost_fd >= 0 else ""
-        args += ["-device", f"vhost-vsock-device,guest-cid={plan.cid}{vhost}"]
-    else:
-        raise VMError(f"VM {config.name}: unknown channel {plan.channel!r} (serial or vsock)")
-    return args
 
 
 def resolve_channel(config: VMConfig) -> str:
@@ -173,37 +77,6 @@ def preflight(config: VMConfig) -> None:
             raise VMError(f"VM {config.name}: {what} directory {path} does not exist")
 
 
-def _load_prctl() -> Callable[..., int]:
-    """libc prctl, resolved in the parent so the forked child only calls it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    prctl: Callable[..., int] = libc.prctl
-    return prctl
-
-
-_prctl = _load_prctl()
-
-
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL QEMU when the shim dies, even if it died before prctl ran."""
-    def preexec() -> None:
-        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return preexec
-
-
-async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int]
-                ) -> asyncio.subprocess.Process:
-    """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime."""
-    with open(stderr_path, "wb") as err:
-        try:
-            return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
-                pass_fds=pass_fds, preexec_fn=_die_with_parent(os.getpid()))
-        except OSError as exc:
-            raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
-
-
 def listen_unix(path: Path) -> socket.socket:
     """A listening unix socket at path (replacing a stale one) for QEMU to inherit."""
     with contextlib.suppress(FileNotFoundError):
@@ -225,24 +98,6 @@ def write_pid_file(state_dir: Path, pid: int) -> None:
     os.replace(tmp, state_dir / PID_FILE)
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def file_tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
-    """The last lines of a log file, control characters stripped; "" if missing."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            raw = f.read()
-    except OSError:
-        return ""
-    text = _ANSI.sub("", raw.decode(errors="replace").replace("\r", ""))
-    kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
-    return "\n".join(kept[-lines:])
-
-
 _GUEST_FAILURE = re.compile(r"bulkhead-init: FATAL .*|Kernel panic - .*")
 
 
@@ -250,15 +105,6 @@ def guest_failure(console: str) -> str:
     """The guest's last fatal message on its console: the guest exits 0 even when it failed."""
     found = _GUEST_FAILURE.findall(console)
     return found[-1].strip() if found else ""
-
-
-def describe_status(status: int) -> str:
-    """Exit status in words: 'status 1' or 'signal SIGKILL'."""
-    if status < 0:
-        with contextlib.suppress(ValueError):
-            return f"signal {signal.Signals(-status).name}"
-        return f"signal {-status}"
-    return f"status {status}"
 
 
 class _EarlyExit(Exception):
@@ -500,55 +346,3 @@ class QemuVM:
                        f"{': ' + reason if reason else ''} (stderr: "
                        f"{self._stderr_tail() or 'empty'}; console tail: "
                        f"{self.console_tail() or 'empty'})")
-
-
-# -- KVM probe (used by accel.choose_accel) ------------------------------------------------------
-
-async def probe_boot(config: VMConfig, accel: str, timeout: float) -> tuple[bool, str]:
-    """Boot the guest with bulkhead.probe=1 under accel; ok iff the guest prints the marker.
-
-    The guest init prints the marker after mounting the root disk, so the rootfs is attached.
-    """
-    tmp = Path(tempfile.mkdtemp(prefix="accel-probe-", dir=config.state_dir))
-    probe_cfg = VMConfig(name=f"{config.name}-probe", state_dir=tmp, kernel=config.kernel,
-                         initrd=config.initrd, rootfs=config.rootfs,
-                         shared_dir=config.shared_dir, qemu_binary=config.qemu_binary,
-                         memory_mib=256,
-                         extra_cmdline=f"{config.extra_cmdline} bulkhead.probe=1".strip())
-    argv = base_args(probe_cfg, accel, sandbox=False)
-    argv += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
-             "-append", kernel_cmdline(probe_cfg, "serial", accel), *rootfs_args(config)]
-    proc: asyncio.subprocess.Process | None = None
-    try:
-        proc = await spawn(argv, tmp / STDERR_LOG, [])
-        return await _watch_probe(proc, tmp, timeout)
-    finally:
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-async def _watch_probe(proc: asyncio.subprocess.Process, tmp: Path, timeout: float
-                       ) -> tuple[bool, str]:
-    """Poll the probe console for the marker until QEMU exits or the timeout passes."""
-    console = tmp / CONSOLE_LOG
-    t0 = time.monotonic()
-    exited = asyncio.ensure_future(proc.wait())
-    try:
-        while True:
-            with contextlib.suppress(OSError):
-                if PROBE_MARKER.encode() in console.read_bytes():
-                    took = time.monotonic() - t0
-                    return True, f"guest kernel booted and answered in {took:.2f} s"
-            if exited.done():
-                return False, (f"probe VM exited with {describe_status(exited.result())} before "
-                               f"{PROBE_MARKER} (stderr: {file_tail(tmp / STDERR_LOG, 5)}; "
-                               f"console tail: {file_tail(console, 5)})")
-            if time.monotonic() - t0 >= timeout:
-                return False, (f"no {PROBE_MARKER} on the probe console within {timeout:g} s "
-                               f"(console tail: {file_tail(console, 5)})")
-            await asyncio.wait({exited}, timeout=0.05)
-    finally:
-        exited.cancel()

@@ -1,0 +1,85 @@
+"""QEMU as a host process: find the binary, spawn it so that it dies with the shim, read its logs
+and say its exit status. Shared by the pod VM driver and the KVM probe boot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import re
+import shutil
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+from bulkhead.vmm.base import VMError
+
+PR_SET_PDEATHSIG = 1
+
+
+def resolve_binary(binary: str) -> Path:
+    """Absolute path of the QEMU binary, or VMError naming what was looked for."""
+    found = shutil.which(binary)
+    if found is None:
+        raise VMError(f"QEMU binary {binary!r} not found or not executable "
+                      f"(PATH={os.environ.get('PATH', '')})")
+    return Path(found).resolve()
+
+
+def _load_prctl() -> Callable[..., int]:
+    """libc prctl, resolved in the parent so the forked child only calls it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    prctl: Callable[..., int] = libc.prctl
+    return prctl
+
+
+_prctl = _load_prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """preexec_fn: SIGKILL QEMU when the shim dies, even if it died before prctl ran."""
+    def preexec() -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
+
+
+async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int]
+                ) -> asyncio.subprocess.Process:
+    """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime."""
+    with open(stderr_path, "wb") as err:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
+                pass_fds=pass_fds, preexec_fn=_die_with_parent(os.getpid()))
+        except OSError as exc:
+            raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def file_tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
+    """The last lines of a log file, control characters stripped; "" if missing."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            raw = f.read()
+    except OSError:
+        return ""
+    text = _ANSI.sub("", raw.decode(errors="replace").replace("\r", ""))
+    kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
+    return "\n".join(kept[-lines:])
+
+
+def describe_status(status: int) -> str:
+    """Exit status in words: 'status 1' or 'signal SIGKILL'."""
+    if status < 0:
+        with contextlib.suppress(ValueError):
+            return f"signal {signal.Signals(-status).name}"
+        return f"signal {-status}"
+    return f"status {status}"

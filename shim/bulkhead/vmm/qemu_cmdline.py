@@ -1,0 +1,103 @@
+"""The QEMU command line of a microvm guest: the pod VM's full argv and the pieces the KVM probe
+boot shares with it (machine, console, kernel command line, root disk)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bulkhead.vmm.base import CONSOLE_LOG, VMConfig, VMError
+from bulkhead.vmm.tsc import tcg_kernel_params
+
+MOUNT_TAG = "bulkhead"
+SERIAL_PORTS = {"ctl": "bulkhead.ctl", "data": "bulkhead.data"}
+# Syscall filter: no obsolete calls, no set*id, no fork/exec, no scheduler/affinity changes.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+# Microvm without option ROMs, PIT and PIC (guests calibrate nothing against them: KVM guests have
+# kvm-clock, TCG guests get the host TSC rate on the command line); ISA serial is the console.
+MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
+# Skip the crypto self-tests (~1 s under TCG) and the PCI probe (microvm has no PCI bus).
+FAST_BOOT = ("cryptomgr.notests", "pci=off")
+
+
+@dataclass
+class LaunchPlan:
+    """The per-launch decisions and the fds QEMU inherits, for build_command()."""
+
+    accel: str
+    channel: str
+    qmp_fd: int
+    ctl_fd: int = -1
+    data_fd: int = -1
+    vhost_fd: int = -1
+    cid: int = 0
+    sandbox: bool = True
+    pass_fds: list[int] = field(default_factory=list)
+
+
+def qopt(value: str | Path) -> str:
+    """Escape a value for a QEMU comma-separated option list."""
+    return str(value).replace(",", ",,")
+
+
+def machine_args(accel: str) -> list[str]:
+    """Machine, accelerator and CPU model: the host CPU under KVM, everything TCG can do else."""
+    if accel not in ("kvm", "tcg"):
+        raise VMError(f"unknown accel {accel!r} (kvm or tcg)")
+    return ["-machine", MACHINE, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
+
+
+def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
+    """The guest kernel command line: console on ttyS0, reboot = exit, the agent's channel."""
+    parts = ["console=ttyS0", "panic=-1", "reboot=t", f"bulkhead.channel={channel}", *FAST_BOOT]
+    if not config.debug:
+        parts.insert(1, "quiet")
+    if accel == "tcg":
+        parts += tcg_kernel_params()
+    if config.extra_cmdline.strip():
+        parts.append(config.extra_cmdline.strip())
+    return " ".join(parts)
+
+
+def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
+    """Options every launch shares: machine, size, no defaults, console capture."""
+    args = [config.qemu_binary, "-name", f"guest={qopt('bulkhead-' + config.name)}",
+            *machine_args(accel),
+            "-m", f"{config.memory_mib}M", "-smp", str(config.vcpus),
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    if sandbox:
+        args += ["-sandbox", SANDBOX]
+    console = config.state_dir / CONSOLE_LOG
+    args += ["-chardev", f"file,id=console,path={qopt(console)}", "-serial", "chardev:console"]
+    return args
+
+
+def rootfs_args(config: VMConfig) -> list[str]:
+    """The read-only root disk (the guest init mounts /dev/vda; the probe needs it too)."""
+    return ["-drive", f"id=rootfs,file={qopt(config.rootfs)},format=raw,if=none,readonly=on",
+            "-device", "virtio-blk-device,drive=rootfs"]
+
+
+def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
+    """The full QEMU argv for one pod VM."""
+    args = base_args(config, plan.accel, plan.sandbox)
+    args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
+             "-append", kernel_cmdline(config, plan.channel, plan.accel)]
+    args += ["-chardev", f"socket,id=qmp,fd={plan.qmp_fd},server=on,wait=off",
+             "-mon", "chardev=qmp,mode=control"]
+    args += rootfs_args(config)
+    args += ["-device", "virtio-rng-device"]
+    args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
+                       "security_model=passthrough,multidevs=remap",
+             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
+    if plan.channel == "serial":
+        args += ["-device", "virtio-serial-device"]
+        for role, fd in (("ctl", plan.ctl_fd), ("data", plan.data_fd)):
+            args += ["-chardev", f"socket,id={role},fd={fd},server=on,wait=off",
+                     "-device", f"virtserialport,chardev={role},name={SERIAL_PORTS[role]}"]
+    elif plan.channel == "vsock":
+        vhost = f",vhostfd={plan.vhost_fd}" if plan.vhost_fd >= 0 else ""
+        args += ["-device", f"vhost-vsock-device,guest-cid={plan.cid}{vhost}"]
+    else:
+        raise VMError(f"VM {config.name}: unknown channel {plan.channel!r} (serial or vsock)")
+    return args
