@@ -63,3 +63,33 @@ def pids_in(path: str, root: str = ROOT) -> list[int]:
 def _raise(exc: OSError) -> None:
     """os.walk error hook: a vanished cgroup must not look like an empty one."""
     raise exc
+
+
+def read_flat_keyed(path: str) -> dict[str, int]:
+    """A `key value` per line cgroup file (memory.events, cpu.stat, memory.stat)."""
+    out: dict[str, int] = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(" ")
+            if value.strip().isdigit():
+                out[key] = int(value)
+    return out
+
+
+def oom_kills(path: str, root: str = ROOT) -> int:
+    """memory.events oom_kill of the cgroup at `path`; 0 if it is gone or has no memory control."""
+    try:
+        return read_flat_keyed(f"{root}{path.rstrip('/')}/memory.events").get("oom_kill", 0)
+    except OSError:
+        return 0
+
+
+def kill_all(path: str, root: str = ROOT) -> bool:
+    """SIGKILL every process in the cgroup at once (cgroup.kill); False if it is gone."""
+    try:
+        with open(f"{root}{path.rstrip('/')}/cgroup.kill", "w") as f:
+            f.write("1")
+        return True
+    except OSError as exc:
+        log.debug("cgroup.kill of %s: %s", path, exc)
+        return False

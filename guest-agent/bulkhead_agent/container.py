@@ -1,22 +1,26 @@
-"""Container and process state, and their lifecycle driven through crun.
+"""Containers and their processes, driven through crun: create, start, exec, signal, remove.
 
-A container's init process is started by `crun create` + `crun start`; its exit reaches us
-through the Reaper (the agent is PID 1 or a subreaper). A process counts as finished for
-WaitProcess only once it was reaped AND all its output went out on the data channel.
+A container's init process is started by `crun create` + `crun start`, an exec by
+`crun exec --detach`; every exit reaches us through the Reaper (the agent is PID 1 or a
+subreaper). cgroup-level operations (pause, update, stats) live in `control.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
+import json
 import logging
 import os
 import signal as signals
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
+
+from bulkhead.wire_checks import check_id, parse_process_spec
 
 from bulkhead_agent import cgroup
+from bulkhead_agent.console import ConsoleSocket
 from bulkhead_agent.crun import Crun
 from bulkhead_agent.errors import (
     AlreadyExists,
@@ -24,68 +28,28 @@ from bulkhead_agent.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unimplemented,
 )
+from bulkhead_agent.oom import OOMWatcher
+from bulkhead_agent.process import INIT, Process
 from bulkhead_agent.procio import ProcessIO, Streams
-from bulkhead_agent.reaper import ExitInfo, Reaper
+from bulkhead_agent.reaper import Reaper
 
 if TYPE_CHECKING:
     from bulkhead.stdio.channel import DataChannel
 
 log = logging.getLogger(__name__)
 
-INIT = ""  # exec id of a container's init process
 REMOVE_DRAIN_TIMEOUT = 2.0  # seconds RemoveContainer lets output pumps finish before cutting them
+T = TypeVar("T")
 
 
-class Status(enum.Enum):
-    """Container status as containerd knows it."""
+class Status:
+    """Container status names as containerd knows them."""
 
     CREATED = "created"
     RUNNING = "running"
+    PAUSED = "paused"
     STOPPED = "stopped"
-
-
-@dataclass
-class Process:
-    """One process of a container (the init, later exec'd ones): its pid, stdio and exit."""
-
-    exec_id: str
-    io: ProcessIO
-    pid: int = 0
-    started: bool = False
-    exited: asyncio.Future[ExitInfo] | None = None
-    finished: asyncio.Task[ExitInfo] | None = None
-
-    @property
-    def exit(self) -> ExitInfo | None:
-        """The reaped exit, visible the moment the reaper resolved it."""
-        if self.exited is None or not self.exited.done() or self.exited.cancelled():
-            return None
-        return self.exited.result()
-
-    def track(self, exited: asyncio.Future[ExitInfo]) -> None:
-        """Follow the reaper's future for our pid; `finished` also waits for the output."""
-        self.exited = exited
-        self.finished = asyncio.get_running_loop().create_task(self._finish(exited))
-
-    async def _finish(self, exited: asyncio.Future[ExitInfo]) -> ExitInfo:
-        """The exit, delivered only after the stdout/stderr pumps sent everything and EOF."""
-        info = await exited
-        await self.io.wait_output()
-        return info
-
-    async def wait(self) -> ExitInfo:
-        """Shared by every WaitProcess caller; cancelling one caller never cancels the others."""
-        if self.finished is None:
-            raise FailedPrecondition(f"process {self.exec_id or 'init'} has no pid yet")
-        try:
-            return await asyncio.shield(self.finished)
-        except asyncio.CancelledError:
-            if self.finished.cancelled():  # removed before it ever exited
-                raise NotFound(f"process {self.exec_id or 'init'} was removed before it "
-                               "exited") from None
-            raise
 
 
 @dataclass
@@ -94,16 +58,20 @@ class Container:
 
     id: str
     bundle: str
+    workdir: str
     init: Process
     cgroup_path: str | None = None
+    paused: bool = False
     execs: dict[str, Process] = field(default_factory=dict)
 
     @property
-    def status(self) -> Status:
+    def status(self) -> str:
         """Derived from the init process, so a racing reap can never be overwritten."""
         if self.init.exit is not None:
             return Status.STOPPED
-        return Status.RUNNING if self.init.started else Status.CREATED
+        if not self.init.started:
+            return Status.CREATED
+        return Status.PAUSED if self.paused else Status.RUNNING
 
     def process(self, exec_id: str) -> Process:
         """The init ("") or a known exec process."""
@@ -114,11 +82,17 @@ class Container:
             raise NotFound(f"process {exec_id} of container {self.id} not found")
         return proc
 
+    def processes(self) -> list[Process]:
+        """The init and every exec."""
+        return [self.init, *self.execs.values()]
 
-def check_id(container_id: str) -> None:
-    """Refuse ids that crun would refuse or that could escape the state directories."""
-    if not container_id or "/" in container_id or container_id in (".", ".."):
-        raise InvalidArgument(f"invalid container id {container_id!r}")
+
+def _checked(check: Callable[[], T]) -> T:
+    """Run a shared wire check; its ValueError is the agent's InvalidArgument."""
+    try:
+        return check()
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
 
 
 class Supervisor:
@@ -131,6 +105,7 @@ class Supervisor:
         self.state_dir = state_dir
         self.cgroup_root = cgroup_root
         self.channel: DataChannel | None = None
+        self.oom = OOMWatcher(cgroup_root)
         self._containers: dict[str, Container] = {}
         self._busy: set[str] = set()
 
@@ -153,10 +128,8 @@ class Supervisor:
 
     async def create(self, container_id: str, bundle: str, terminal: bool,
                      streams: Streams) -> int:
-        """`crun create` with fresh stdio pipes; returns the init pid (stopped before exec)."""
-        check_id(container_id)
-        if terminal:
-            raise Unimplemented("terminal not supported yet")
+        """`crun create` with fresh stdio; returns the init pid (stopped before exec)."""
+        _checked(lambda: check_id("container", container_id))
         if container_id in self._containers or container_id in self._busy:
             raise AlreadyExists(f"container {container_id} already exists")
         if not os.path.isfile(os.path.join(bundle, "config.json")):
@@ -165,27 +138,26 @@ class Supervisor:
         channel = self._require_channel()
         self._busy.add(container_id)
         try:
-            ctr = await self._create(container_id, bundle, streams, channel)
+            ctr = await self._create(container_id, bundle, terminal, streams, channel)
         finally:
             self._busy.discard(container_id)
         self._containers[container_id] = ctr
+        if ctr.cgroup_path:
+            self.oom.watch(container_id, ctr.cgroup_path)
         log.info("container %s created, init pid %d", container_id, ctr.init.pid)
         return ctr.init.pid
 
-    async def _create(self, container_id: str, bundle: str, streams: Streams,
+    async def _create(self, container_id: str, bundle: str, terminal: bool, streams: Streams,
                       channel: DataChannel) -> Container:
         """Run crun create; on any failure leave nothing behind (crun state, fds, files)."""
         workdir = os.path.join(self.state_dir, "containers", container_id)
         os.makedirs(workdir, exist_ok=True)
         pid_file = os.path.join(workdir, "init.pid")
-        io = ProcessIO.open(streams)
+        io = ProcessIO.open(streams, terminal)
         try:
-            try:
-                stdin, stdout, stderr = io.child
-                await self.crun.run(["create", "--bundle", bundle, "--pid-file", pid_file,
-                                     container_id], stdin=stdin, stdout=stdout, stderr=stderr)
-            finally:
-                io.close_child_ends()
+            await self._run_with_stdio(io, workdir, f"container {container_id}",
+                                       ["create", "--bundle", bundle, "--pid-file", pid_file],
+                                       container_id)
             pid = _read_pid(pid_file, container_id)
         except BaseException:
             io.close()
@@ -193,18 +165,41 @@ class Supervisor:
             _remove_tree(workdir)
             raise
         io.start(channel)
-        init = Process(INIT, io, pid=pid)
-        init.track(self.reaper.watch(pid))
-        return Container(container_id, bundle, init, cgroup_path=cgroup.cgroup_of(pid))
+        init = Process(INIT, io, terminal=terminal, pid=pid)
+        ctr = Container(container_id, bundle, workdir, init, cgroup_path=cgroup.cgroup_of(pid))
+        init.track(self.reaper.watch(pid), lambda: self._init_exited(ctr))
+        return ctr
+
+    async def _run_with_stdio(self, io: ProcessIO, workdir: str, what: str,
+                              args: Sequence[str], container_id: str) -> None:
+        """Run a crun create/exec that gets the process's stdio: pipes, or a console socket."""
+        console: ConsoleSocket | None = None
+        argv = list(args)
+        if io.console_wanted:
+            console = ConsoleSocket(os.path.join(workdir, "console.sock"))
+            console.start()
+            argv += ["--console-socket", console.path]
+        try:
+            try:
+                stdin, stdout, stderr = io.child
+                await self.crun.run([*argv, container_id], stdin=stdin, stdout=stdout,
+                                    stderr=stderr)
+            finally:
+                io.close_child_ends()
+            if console is not None:
+                io.attach_console(await console.receive(what))
+        finally:
+            if console is not None:
+                console.close()
 
     async def start(self, container_id: str, exec_id: str) -> int:
-        """`crun start` for the init; exec processes come in a later version."""
+        """`crun start` for the init, `crun exec --detach` for an exec; returns the pid."""
         ctr = self.get(container_id)
         if exec_id != INIT:
-            raise Unimplemented("exec processes are not supported yet")
+            return await self._start_exec(ctr, ctr.process(exec_id))
         status = ctr.status
-        if status is not Status.CREATED:
-            raise FailedPrecondition(f"container {container_id} is {status.value}, not created")
+        if status != Status.CREATED:
+            raise FailedPrecondition(f"container {container_id} is {status}, not created")
         ctr.init.started = True
         try:
             await self.crun.run(["start", container_id])
@@ -214,11 +209,75 @@ class Supervisor:
         log.info("container %s started", container_id)
         return ctr.init.pid
 
+    # -- exec ----------------------------------------------------------------------------
+
+    async def exec(self, container_id: str, exec_id: str, terminal: bool, streams: Streams,
+                   process: bytes) -> None:
+        """Register an exec process with its stdio; `start` runs it."""
+        _checked(lambda: check_id("exec", exec_id))
+        ctr = self.get(container_id)
+        self._require_running(ctr, f"exec {exec_id} in")
+        if exec_id in ctr.execs:
+            raise AlreadyExists(f"exec {exec_id} already exists in container {container_id}")
+        spec = _checked(lambda: parse_process_spec(process,
+                                                   f"exec {exec_id} of container {container_id}"))
+        spec["terminal"] = terminal
+        spec_path = os.path.join(ctr.workdir, f"exec-{exec_id}.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f)
+        try:
+            io = ProcessIO.open(streams, terminal)
+        except BaseException:
+            os.unlink(spec_path)
+            raise
+        ctr.execs[exec_id] = Process(exec_id, io, terminal=terminal, spec_path=spec_path)
+
+    async def _start_exec(self, ctr: Container, proc: Process) -> int:
+        """crun exec --detach: the process is re-parented to us and reaped by the Reaper."""
+        if proc.started:
+            raise FailedPrecondition(f"{proc.name} of container {ctr.id} was already started")
+        self._require_running(ctr, f"start {proc.name} in")
+        channel = self._require_channel()
+        pid_file = os.path.join(ctr.workdir, f"exec-{proc.exec_id}.pid")
+        proc.started = True
+        try:
+            await self._run_with_stdio(
+                proc.io, ctr.workdir, f"{proc.name} of container {ctr.id}",
+                ["exec", "--detach", "--pid-file", pid_file, "--process", proc.spec_path],
+                ctr.id)
+            proc.pid = _read_pid(pid_file, ctr.id)
+        except BaseException:
+            proc.started = False
+            proc.io.close()
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
+        proc.io.start(channel)
+        proc.track(self.reaper.watch(proc.pid), lambda: self._exec_exited(ctr, proc))
+        log.info("container %s: %s started, pid %d", ctr.id, proc.name, proc.pid)
+        return proc.pid
+
+    async def delete_process(self, container_id: str, exec_id: str) -> None:
+        """Forget an exec that exited (or never started) and release its stdio."""
+        ctr = self.get(container_id)
+        if exec_id == INIT:
+            raise InvalidArgument("the init process is removed with its container")
+        proc = ctr.process(exec_id)
+        if proc.running:
+            raise FailedPrecondition(f"{proc.name} of container {container_id} is running")
+        ctr.execs.pop(exec_id, None)
+        proc.io.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(proc.spec_path)
+
     # -- wait / signal / stdin / pids ----------------------------------------------------
 
-    async def wait(self, container_id: str, exec_id: str) -> ExitInfo:
-        """Exit of a process, after all its output was sent; repeated calls agree."""
-        return await self.get(container_id).process(exec_id).wait()
+    async def wait(self, container_id: str, exec_id: str) -> Process:
+        """The process once it exited and all its output was sent; repeated calls agree."""
+        proc = self.get(container_id).process(exec_id)
+        await proc.wait()
+        return proc
 
     async def signal(self, container_id: str, exec_id: str, signum: int, all_: bool) -> None:
         """Deliver a signal to a process (or every process of the container with all_)."""
@@ -226,6 +285,8 @@ class Supervisor:
         proc = ctr.process(exec_id)
         if not 0 <= signum < signals.NSIG:
             raise InvalidArgument(f"invalid signal {signum}")
+        if not proc.pid:  # an exec before its start; a created init already has its pid
+            raise FailedPrecondition(f"{proc.name} of container {container_id} is not started")
         if proc.exit is not None:
             raise NotFound("process already finished")
         if all_ and exec_id == INIT:
@@ -249,16 +310,39 @@ class Supervisor:
         """Return once the stdin stream's EOF was passed on and the pipe closed."""
         await self.get(container_id).process(exec_id).io.close_stdin()
 
-    def list_pids(self, container_id: str) -> list[int]:
-        """Pids in the container's cgroup; just the init pid if the cgroup can't be read."""
+    def resize(self, container_id: str, exec_id: str, width: int, height: int) -> None:
+        """Window size of a terminal process."""
+        proc = self.get(container_id).process(exec_id)
+        proc.io.resize(width, height)
+
+    def list_pids(self, container_id: str) -> list[tuple[int, str]]:
+        """(pid, exec id) of every process in the container's cgroup; exec id "" if not an exec."""
         ctr = self.get(container_id)
+        execs = {p.pid: p.exec_id for p in ctr.execs.values() if p.running}
         path = ctr.cgroup_path
         if path and path != "/" and path != cgroup.cgroup_of(os.getpid()):
             try:
-                return sorted(cgroup.pids_in(path, self.cgroup_root))
+                pids = sorted(cgroup.pids_in(path, self.cgroup_root))
+                return [(pid, execs.get(pid, "")) for pid in pids]
             except OSError as exc:
                 log.debug("container %s: cgroup %s unreadable: %s", ctr.id, path, exc)
-        return [] if ctr.init.exit is not None else [ctr.init.pid]
+        return [] if ctr.init.exit is not None else [(ctr.init.pid, "")]
+
+    # -- exits ---------------------------------------------------------------------------
+
+    def _init_exited(self, ctr: Container) -> None:
+        """When the init dies, every other process of the container goes too (as under runc).
+
+        Runs the moment it is reaped, before its WaitProcess answer: the OOM count read here
+        lets the shim publish /tasks/oom before the exit.
+        """
+        ctr.init.oom_kills = self.oom.check(ctr.id)
+        if ctr.cgroup_path and any(p.running for p in ctr.execs.values()):
+            cgroup.kill_all(ctr.cgroup_path, self.cgroup_root)
+
+    def _exec_exited(self, ctr: Container, proc: Process) -> None:
+        """An exec killed by the OOM killer is reported the same way as the init."""
+        proc.oom_kills = self.oom.check(ctr.id)
 
     # -- removal -------------------------------------------------------------------------
 
@@ -274,15 +358,19 @@ class Supervisor:
         finally:
             self._busy.discard(container_id)
         self._containers.pop(container_id, None)
-        for proc in (ctr.init, *ctr.execs.values()):
+        self.oom.unwatch(container_id)
+        for proc in ctr.processes():
             proc.io.close()
-            if proc.exit is None:
+            if proc.pid and proc.exit is None:
                 self.reaper.forget(proc.pid)
-        _remove_tree(os.path.join(self.state_dir, "containers", container_id))
+        _remove_tree(ctr.workdir)
         log.info("container %s removed", container_id)
 
     async def _delete(self, ctr: Container) -> None:
         """`crun delete -f`; a failure only matters while the init is still alive."""
+        if ctr.paused:  # a frozen init cannot die; thaw first so delete -f can reap it
+            await self.crun.run(["resume", ctr.id], check=False)
+            ctr.paused = False
         result = await self.crun.run(["delete", "-f", ctr.id], check=False)
         if result.status != 0:
             if ctr.init.exit is None:
@@ -290,24 +378,21 @@ class Supervisor:
             log.warning("container %s: crun delete failed after exit: %s", ctr.id, result.text)
 
     async def _settle(self, ctr: Container) -> None:
-        """Give the killed init's output a moment to drain before the pumps are cut."""
-        finished = ctr.init.finished
-        if finished is None or finished.done():
-            return
-        with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(asyncio.shield(finished), REMOVE_DRAIN_TIMEOUT)
+        """Give the killed processes' output a moment to drain before the pumps are cut."""
+        pending = [p.finished for p in ctr.processes()
+                   if p.finished is not None and not p.finished.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=REMOVE_DRAIN_TIMEOUT)
 
     async def kill_all(self) -> None:
         """SIGKILL every container's processes (Shutdown); errors are only logged."""
         for ctr in self.containers():
             if ctr.init.exit is not None:
                 continue
-            try:
-                await self.crun.run(["kill", "--all", ctr.id, str(int(signals.SIGKILL))])
-            except Exception as exc:
-                log.warning("shutdown: killing container %s: %s", ctr.id, exc)
-                with contextlib.suppress(OSError):
-                    os.kill(ctr.init.pid, signals.SIGKILL)
+            if ctr.cgroup_path and cgroup.kill_all(ctr.cgroup_path, self.cgroup_root):
+                continue
+            with contextlib.suppress(OSError):
+                os.kill(ctr.init.pid, signals.SIGKILL)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -316,6 +401,13 @@ class Supervisor:
         if self.channel is None:
             raise FailedPrecondition("data channel is not connected")
         return self.channel
+
+    @staticmethod
+    def _require_running(ctr: Container, action: str) -> None:
+        """Execs need a running, unfrozen container, as under runc."""
+        status = ctr.status
+        if status != Status.RUNNING:
+            raise FailedPrecondition(f"cannot {action} container {ctr.id}: it is {status}")
 
     async def _crun_delete(self, container_id: str) -> None:
         """Best-effort `crun delete -f` after a failed create."""
@@ -326,21 +418,20 @@ class Supervisor:
 
 
 def _read_pid(pid_file: str, container_id: str) -> int:
-    """The init pid crun wrote; a missing or garbled file is crun's failure, named as such."""
+    """The pid crun wrote; a missing or garbled file is crun's failure, named as such."""
     try:
         with open(pid_file) as f:
             text = f.read().strip()
         return int(text)
     except (OSError, ValueError) as exc:
-        raise FailedPrecondition(f"container {container_id}: crun create left no usable pid "
+        raise FailedPrecondition(f"container {container_id}: crun left no usable pid "
                                  f"file {pid_file}: {exc}") from None
 
 
 def _remove_tree(path: str) -> None:
-    """Remove a container's small state directory (flat: pid file only)."""
+    """Remove a container's small state directory (flat: pid files, exec specs, sockets)."""
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(path):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(path, name))
         os.rmdir(path)
-

@@ -1,20 +1,27 @@
-"""The stdio pipes of one container process and the pumps that join them to the data channel.
+"""The stdio of one container process (pipes, or a pty master) and the pumps that join it to the
+data channel.
 
 Pipe ends handed to crun (and so to the container) stay blocking; the ends the agent keeps are
-non-blocking and closed by the pump that owns them, once it has finished.
+non-blocking and closed by the pump that owns them, once it has finished. A terminal process
+has no pipes: crun hands over the pty master, whose output goes to the stdout stream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import struct
+import termios
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from bulkhead.stdio.channel import DataChannel
 from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+
+from bulkhead_agent.errors import FailedPrecondition
 
 log = logging.getLogger(__name__)
 
@@ -33,17 +40,21 @@ class ProcessIO:
     """Pipes of one process: `child` ends go to crun, the agent keeps the other ends."""
 
     streams: Streams
+    terminal: bool = False
     child: list[int | None] = field(default_factory=lambda: [None, None, None])
     stdin_fd: int | None = None
     stdout_fd: int | None = None
     stderr_fd: int | None = None
+    console_fd: int | None = None  # the pty master, kept for ResizePty
     input_pump: asyncio.Task[None] | None = None
     output_pumps: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def open(cls, streams: Streams) -> ProcessIO:
-        """Create a pipe for every wanted stream."""
-        io = cls(streams)
+    def open(cls, streams: Streams, terminal: bool = False) -> ProcessIO:
+        """Create a pipe for every wanted stream (none for a terminal: see attach_console)."""
+        io = cls(streams, terminal)
+        if terminal:
+            return io
         try:
             if streams.stdin:
                 io.child[0], io.stdin_fd = _pipe(keep_write=True)
@@ -55,6 +66,27 @@ class ProcessIO:
             io.close()
             raise
         return io
+
+    @property
+    def console_wanted(self) -> bool:
+        """A terminal process whose pty master has not arrived yet."""
+        return self.terminal and self.console_fd is None
+
+    def attach_console(self, master: int) -> None:
+        """Take the pty master crun sent: output to the stdout stream, stdin stream into it."""
+        os.set_blocking(master, False)
+        self.console_fd = master
+        if self.streams.stdout:
+            self.stdout_fd = os.dup(master)
+        if self.streams.stdin:
+            self.stdin_fd = os.dup(master)
+
+    def resize(self, width: int, height: int) -> None:
+        """Set the terminal's window size (the foreground process gets SIGWINCH)."""
+        if self.console_fd is None:
+            raise FailedPrecondition("the process has no terminal to resize")
+        size = struct.pack("HHHH", height, width, 0, 0)
+        fcntl.ioctl(self.console_fd, termios.TIOCSWINSZ, size)
 
     def close_child_ends(self) -> None:
         """Drop the container's ends once crun has passed them on, so EOF can be seen."""
@@ -98,7 +130,7 @@ class ProcessIO:
             if task is not None and not task.done():
                 task.cancel()
         self.close_child_ends()
-        for name in ("stdin_fd", "stdout_fd", "stderr_fd"):
+        for name in ("stdin_fd", "stdout_fd", "stderr_fd", "console_fd"):
             fd = getattr(self, name)
             if fd is not None:
                 os.close(fd)

@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from bulkhead_agent import __version__
 from bulkhead_agent.bootinfo import BootInfo, uptime
 from bulkhead_agent.container import Supervisor
+from bulkhead_agent.control import ContainerControl
 from bulkhead_agent.errors import AgentError
 from bulkhead_agent.procio import Streams
 
@@ -58,6 +59,7 @@ class AgentService:
     def __init__(self, supervisor: Supervisor, boot: BootInfo,
                  power_off: Callable[[], None]) -> None:
         self.supervisor = supervisor
+        self.control = ContainerControl(supervisor)
         self.boot = boot
         self.power_off = power_off
 
@@ -66,11 +68,19 @@ class AgentService:
         return {
             "Check": (agent_pb2.CheckRequest, self.check),
             "CreateContainer": (agent_pb2.CreateContainerRequest, self.create_container),
+            "ExecProcess": (agent_pb2.ExecProcessRequest, self.exec_process),
             "StartProcess": (agent_pb2.StartProcessRequest, self.start_process),
             "WaitProcess": (agent_pb2.WaitProcessRequest, self.wait_process),
             "SignalProcess": (agent_pb2.SignalProcessRequest, self.signal_process),
             "CloseStdin": (agent_pb2.CloseStdinRequest, self.close_stdin),
+            "ResizePty": (agent_pb2.ResizePtyRequest, self.resize_pty),
+            "DeleteProcess": (agent_pb2.DeleteProcessRequest, self.delete_process),
             "ListPids": (agent_pb2.ListPidsRequest, self.list_pids),
+            "PauseContainer": (agent_pb2.ContainerRequest, self.pause_container),
+            "ResumeContainer": (agent_pb2.ContainerRequest, self.resume_container),
+            "UpdateContainer": (agent_pb2.UpdateContainerRequest, self.update_container),
+            "ContainerStats": (agent_pb2.ContainerRequest, self.container_stats),
+            "WaitOOM": (empty_pb2.Empty, self.wait_oom),
             "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
             "Shutdown": (empty_pb2.Empty, self.shutdown),
         }
@@ -91,10 +101,18 @@ class AgentService:
         pid = await self.supervisor.create(req.container_id, req.bundle, req.terminal, streams)
         return agent_pb2.CreateContainerResponse(pid=pid)
 
+    @rpc("ExecProcess")
+    async def exec_process(self, req: agent_pb2.ExecProcessRequest) -> empty_pb2.Empty:
+        """Register an exec process; StartProcess runs it."""
+        streams = Streams(req.stdio.stdin, req.stdio.stdout, req.stdio.stderr)
+        await self.supervisor.exec(req.container_id, req.exec_id, req.terminal, streams,
+                                   req.process)
+        return empty_pb2.Empty()
+
     @rpc("StartProcess")
     async def start_process(self, req: agent_pb2.StartProcessRequest
                             ) -> agent_pb2.StartProcessResponse:
-        """crun start (init only for now)."""
+        """crun start for the init, crun exec --detach for an exec."""
         pid = await self.supervisor.start(req.container_id, req.exec_id)
         return agent_pb2.StartProcessResponse(pid=pid)
 
@@ -102,8 +120,10 @@ class AgentService:
     async def wait_process(self, req: agent_pb2.WaitProcessRequest
                            ) -> agent_pb2.WaitProcessResponse:
         """Exit status once the process exited and all its output was sent."""
-        info = await self.supervisor.wait(req.container_id, req.exec_id)
-        resp = agent_pb2.WaitProcessResponse(exit_status=info.status)
+        proc = await self.supervisor.wait(req.container_id, req.exec_id)
+        info = proc.exit
+        assert info is not None
+        resp = agent_pb2.WaitProcessResponse(exit_status=info.status, oom_kills=proc.oom_kills)
         resp.exited_at.FromNanoseconds(info.exited_at_ns)
         return resp
 
@@ -119,10 +139,54 @@ class AgentService:
         await self.supervisor.close_stdin(req.container_id, req.exec_id)
         return empty_pb2.Empty()
 
+    @rpc("ResizePty")
+    async def resize_pty(self, req: agent_pb2.ResizePtyRequest) -> empty_pb2.Empty:
+        """Window size of a terminal process."""
+        self.supervisor.resize(req.container_id, req.exec_id, req.width, req.height)
+        return empty_pb2.Empty()
+
+    @rpc("DeleteProcess")
+    async def delete_process(self, req: agent_pb2.DeleteProcessRequest) -> empty_pb2.Empty:
+        """Forget an exec that is not running."""
+        await self.supervisor.delete_process(req.container_id, req.exec_id)
+        return empty_pb2.Empty()
+
     @rpc("ListPids")
     async def list_pids(self, req: agent_pb2.ListPidsRequest) -> agent_pb2.ListPidsResponse:
-        """Pids of the container's cgroup."""
-        return agent_pb2.ListPidsResponse(pids=self.supervisor.list_pids(req.container_id))
+        """Pids of the container's cgroup, execs marked."""
+        return agent_pb2.ListPidsResponse(processes=[
+            agent_pb2.ProcessPid(pid=pid, exec_id=exec_id)
+            for pid, exec_id in self.supervisor.list_pids(req.container_id)])
+
+    @rpc("PauseContainer")
+    async def pause_container(self, req: agent_pb2.ContainerRequest) -> empty_pb2.Empty:
+        """Freeze the container's cgroup."""
+        await self.control.pause(req.container_id)
+        return empty_pb2.Empty()
+
+    @rpc("ResumeContainer")
+    async def resume_container(self, req: agent_pb2.ContainerRequest) -> empty_pb2.Empty:
+        """Thaw the container's cgroup."""
+        await self.control.resume(req.container_id)
+        return empty_pb2.Empty()
+
+    @rpc("UpdateContainer")
+    async def update_container(self, req: agent_pb2.UpdateContainerRequest) -> empty_pb2.Empty:
+        """New cgroup limits from OCI LinuxResources JSON."""
+        await self.control.update(req.container_id, req.resources)
+        return empty_pb2.Empty()
+
+    @rpc("ContainerStats")
+    async def container_stats(self, req: agent_pb2.ContainerRequest
+                              ) -> agent_pb2.ContainerStatsResponse:
+        """cgroup v2 metrics of the container."""
+        return agent_pb2.ContainerStatsResponse(metrics=self.control.stats(req.container_id))
+
+    @rpc("WaitOOM")
+    async def wait_oom(self, req: empty_pb2.Empty) -> agent_pb2.OOMEvent:
+        """Long poll for the next OOM kill in any container."""
+        container_id, count = await self.supervisor.oom.next_event()
+        return agent_pb2.OOMEvent(container_id=container_id, oom_kills=count)
 
     @rpc("RemoveContainer")
     async def remove_container(self, req: agent_pb2.RemoveContainerRequest) -> empty_pb2.Empty:

@@ -180,7 +180,7 @@ class Shim:
         resp = await self.call("ListPids", agent_pb2.ListPidsRequest(container_id=cid),
                                agent_pb2.ListPidsResponse)
         assert isinstance(resp, agent_pb2.ListPidsResponse)
-        return list(resp.pids)
+        return [p.pid for p in resp.processes]
 
     async def remove(self, cid: str) -> None:
         await self.call("RemoveContainer", agent_pb2.RemoveContainerRequest(container_id=cid),
@@ -385,14 +385,13 @@ def test_error_codes_and_messages(agent: AgentProcess) -> None:
                 await expect(call, Code.NOT_FOUND, "container ghost not found")
             await expect(s.create("bad", bad, stdout=2), Code.UNKNOWN,
                          'crun create failed: exec: "foo": executable file not found in $PATH')
-            await expect(s.create("t", good, terminal=True), Code.UNIMPLEMENTED,
-                         "terminal not supported yet")
             await expect(s.create("e", str(empty)), Code.FAILED_PRECONDITION,
                          "config.json not found")
             await expect(s.create("", good), Code.INVALID_ARGUMENT, "invalid container id")
             await s.create("good", good)
             await expect(s.create("good", good), Code.ALREADY_EXISTS, "already exists")
-            await expect(s.start("good", exec_id="exec1"), Code.UNIMPLEMENTED, "exec")
+            await expect(s.start("good", exec_id="exec1"), Code.NOT_FOUND,
+                         "process exec1 of container good not found")
             await expect(s.call("WaitProcess", agent_pb2.WaitProcessRequest(
                 container_id="good", exec_id="exec1"), agent_pb2.WaitProcessResponse),
                 Code.NOT_FOUND, "process exec1 of container good not found")

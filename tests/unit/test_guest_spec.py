@@ -19,7 +19,8 @@ def spec() -> dict[str, object]:
                    {"destination": "/etc/hosts", "type": "bind", "source": "/etc/hosts",
                     "options": ["rbind", "ro"]}],
         "linux": {"namespaces": [{"type": "pid"}, {"type": "network",
-                                                   "path": "/proc/1/ns/net"}]},
+                                                   "path": "/proc/1/ns/net"}],
+                  "cgroupsPath": "/default/c1"},
     }
 
 
@@ -28,7 +29,7 @@ def test_for_guest_drops_host_only_parts() -> None:
     assert out["root"]["path"] == "rootfs"
     assert out["ociVersion"].startswith("1.0")
     assert "hooks" not in out and "apparmorProfile" not in out["process"]
-    assert [m["destination"] for m in out["mounts"]] == ["/proc"]
+    assert [m["destination"] for m in out["mounts"]] == ["/proc", "/etc/hosts"]
     assert out["linux"]["namespaces"] == [{"type": "pid"}, {"type": "network"}]
     assert out["linux"]["cgroupsPath"] == "/bulkhead/c1"
 

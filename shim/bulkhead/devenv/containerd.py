@@ -477,7 +477,13 @@ class PrivateContainerd(CtrClient):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o711)
         self.config_path.write_text(self.config().render())
-        self._log = self.log_path.open("wb")
+        self._spawn()
+        return self
+
+    def _spawn(self) -> None:
+        """Run containerd on our config (log appended) and wait until it answers."""
+        if self._log is None:
+            self._log = self.log_path.open("ab")
         self._proc = subprocess.Popen(
             [str(self.install.containerd), "--config", str(self.config_path)],
             stdin=subprocess.DEVNULL,
@@ -494,7 +500,15 @@ class PrivateContainerd(CtrClient):
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def crash_and_restart(self) -> None:
+        """SIGKILL containerd (shims and tasks live on) and start it again on the same state,
+        as after a crash of the daemon: what must survive a containerd restart."""
+        if self._proc is None or not self.running:
+            raise ContainerdError(f"{self.name} is not running")
+        self._proc.kill()
+        self._proc.wait()
+        self._spawn()
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

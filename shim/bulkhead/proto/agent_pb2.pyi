@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from bulkhead.proto import cgroups_v2_pb2 as _cgroups_v2_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -58,6 +59,20 @@ class CreateContainerResponse(_message.Message):
     pid: int
     def __init__(self, pid: _Optional[int] = ...) -> None: ...
 
+class ExecProcessRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id", "terminal", "stdio", "process")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    TERMINAL_FIELD_NUMBER: _ClassVar[int]
+    STDIO_FIELD_NUMBER: _ClassVar[int]
+    PROCESS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    terminal: bool
+    stdio: StdioStreams
+    process: bytes
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., terminal: _Optional[bool] = ..., stdio: _Optional[_Union[StdioStreams, _Mapping]] = ..., process: _Optional[bytes] = ...) -> None: ...
+
 class StartProcessRequest(_message.Message):
     __slots__ = ("container_id", "exec_id")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -81,12 +96,14 @@ class WaitProcessRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
 
 class WaitProcessResponse(_message.Message):
-    __slots__ = ("exit_status", "exited_at")
+    __slots__ = ("exit_status", "exited_at", "oom_kills")
     EXIT_STATUS_FIELD_NUMBER: _ClassVar[int]
     EXITED_AT_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLS_FIELD_NUMBER: _ClassVar[int]
     exit_status: int
     exited_at: _timestamp_pb2.Timestamp
-    def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    oom_kills: int
+    def __init__(self, exit_status: _Optional[int] = ..., exited_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., oom_kills: _Optional[int] = ...) -> None: ...
 
 class SignalProcessRequest(_message.Message):
     __slots__ = ("container_id", "exec_id", "signal", "all")
@@ -108,17 +125,73 @@ class CloseStdinRequest(_message.Message):
     exec_id: str
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
 
+class ResizePtyRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id", "width", "height")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    width: int
+    height: int
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class DeleteProcessRequest(_message.Message):
+    __slots__ = ("container_id", "exec_id")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    exec_id: str
+    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
+
 class ListPidsRequest(_message.Message):
     __slots__ = ("container_id",)
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
+class ProcessPid(_message.Message):
+    __slots__ = ("pid", "exec_id")
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
+    pid: int
+    exec_id: str
+    def __init__(self, pid: _Optional[int] = ..., exec_id: _Optional[str] = ...) -> None: ...
+
 class ListPidsResponse(_message.Message):
-    __slots__ = ("pids",)
-    PIDS_FIELD_NUMBER: _ClassVar[int]
-    pids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, pids: _Optional[_Iterable[int]] = ...) -> None: ...
+    __slots__ = ("processes",)
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    processes: _containers.RepeatedCompositeFieldContainer[ProcessPid]
+    def __init__(self, processes: _Optional[_Iterable[_Union[ProcessPid, _Mapping]]] = ...) -> None: ...
+
+class ContainerRequest(_message.Message):
+    __slots__ = ("container_id",)
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class UpdateContainerRequest(_message.Message):
+    __slots__ = ("container_id", "resources")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    resources: bytes
+    def __init__(self, container_id: _Optional[str] = ..., resources: _Optional[bytes] = ...) -> None: ...
+
+class ContainerStatsResponse(_message.Message):
+    __slots__ = ("metrics",)
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _cgroups_v2_pb2.Metrics
+    def __init__(self, metrics: _Optional[_Union[_cgroups_v2_pb2.Metrics, _Mapping]] = ...) -> None: ...
+
+class OOMEvent(_message.Message):
+    __slots__ = ("container_id", "oom_kills")
+    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    OOM_KILLS_FIELD_NUMBER: _ClassVar[int]
+    container_id: str
+    oom_kills: int
+    def __init__(self, container_id: _Optional[str] = ..., oom_kills: _Optional[int] = ...) -> None: ...
 
 class RemoveContainerRequest(_message.Message):
     __slots__ = ("container_id",)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from bulkhead.proto import agent_pb2
+from bulkhead.proto import agent_pb2, cgroups_v2_pb2
 from bulkhead.ttrpc import Client
 
 SERVICE = "bulkhead.agent.v1.Agent"
@@ -31,6 +31,16 @@ class AgentClient:
         resp = await self._client.call(SERVICE, "CreateContainer", req,
                                        agent_pb2.CreateContainerResponse)
         return resp.pid
+
+    async def exec_process(self, container_id: str, exec_id: str, terminal: bool,
+                           streams: tuple[int, int, int], process_json: bytes) -> None:
+        """Register an exec process (run by start_process) with its stdio streams."""
+        req = agent_pb2.ExecProcessRequest(
+            container_id=container_id, exec_id=exec_id, terminal=terminal,
+            stdio=agent_pb2.StdioStreams(stdin=streams[0], stdout=streams[1],
+                                         stderr=streams[2]),
+            process=process_json)
+        await self._client.call(SERVICE, "ExecProcess", req, empty_pb2.Empty)
 
     async def start_process(self, container_id: str, exec_id: str = "") -> int:
         """Start the init (or an exec) process; returns its guest pid."""
@@ -64,12 +74,61 @@ class AgentClient:
             agent_pb2.CloseStdinRequest(container_id=container_id, exec_id=exec_id),
             empty_pb2.Empty)
 
-    async def list_pids(self, container_id: str) -> list[int]:
-        """Guest pids of the container's processes."""
+    async def resize_pty(self, container_id: str, exec_id: str, width: int,
+                         height: int) -> None:
+        """Window size of a terminal process."""
+        await self._client.call(
+            SERVICE, "ResizePty",
+            agent_pb2.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width,
+                                       height=height),
+            empty_pb2.Empty)
+
+    async def delete_process(self, container_id: str, exec_id: str) -> None:
+        """Forget an exec that is no longer running."""
+        await self._client.call(
+            SERVICE, "DeleteProcess",
+            agent_pb2.DeleteProcessRequest(container_id=container_id, exec_id=exec_id),
+            empty_pb2.Empty)
+
+    async def list_pids(self, container_id: str) -> list[agent_pb2.ProcessPid]:
+        """Guest pids of the container's processes, execs marked with their id."""
         resp = await self._client.call(SERVICE, "ListPids",
                                        agent_pb2.ListPidsRequest(container_id=container_id),
                                        agent_pb2.ListPidsResponse)
-        return list(resp.pids)
+        return list(resp.processes)
+
+    async def pause(self, container_id: str) -> None:
+        """Freeze the container's cgroup."""
+        await self._container_call("PauseContainer", container_id)
+
+    async def resume(self, container_id: str) -> None:
+        """Thaw the container's cgroup."""
+        await self._container_call("ResumeContainer", container_id)
+
+    async def _container_call(self, method: str, container_id: str) -> None:
+        await self._client.call(SERVICE, method,
+                                agent_pb2.ContainerRequest(container_id=container_id),
+                                empty_pb2.Empty)
+
+    async def update(self, container_id: str, resources_json: bytes) -> None:
+        """Apply OCI LinuxResources to the container's cgroup."""
+        await self._client.call(
+            SERVICE, "UpdateContainer",
+            agent_pb2.UpdateContainerRequest(container_id=container_id,
+                                             resources=resources_json),
+            empty_pb2.Empty)
+
+    async def stats(self, container_id: str) -> cgroups_v2_pb2.Metrics:
+        """cgroup v2 metrics of the container."""
+        resp = await self._client.call(SERVICE, "ContainerStats",
+                                       agent_pb2.ContainerRequest(container_id=container_id),
+                                       agent_pb2.ContainerStatsResponse)
+        return resp.metrics
+
+    async def wait_oom(self) -> agent_pb2.OOMEvent:
+        """Long poll: the next OOM kill recorded in any container."""
+        return await self._client.call(SERVICE, "WaitOOM", empty_pb2.Empty(),
+                                       agent_pb2.OOMEvent)
 
     async def remove_container(self, container_id: str) -> None:
         """crun delete --force and forget the container."""

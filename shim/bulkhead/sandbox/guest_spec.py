@@ -35,7 +35,10 @@ def host_root_path(spec: dict[str, Any], bundle: str) -> str:
 
 
 def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
-    """A copy with host-only parts removed: rootfs path, namespace paths, hooks, host binds."""
+    """A copy with host-only parts removed: rootfs path, namespace paths, hooks.
+
+    Bind mounts must already point into the share (sandbox.volumes rewrites them).
+    """
     out = json.loads(json.dumps(spec))
     out.setdefault("root", {})["path"] = "rootfs"
     if not str(out.get("ociVersion", "")).startswith("1.0"):
@@ -55,15 +58,6 @@ def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
                      container_id, ns.get("type"), ns["path"])
         namespaces.append({"type": ns["type"]})
     linux["namespaces"] = namespaces
-    if not linux.get("cgroupsPath"):
-        linux["cgroupsPath"] = f"/bulkhead/{container_id}"
-    mounts = []
-    for m in out.get("mounts", []):
-        options = set(m.get("options") or [])
-        if m.get("type") != "bind" and not options & {"bind", "rbind"}:
-            mounts.append(m)
-        else:
-            log.warning("%s: host bind mount %s -> %s is not shared into the VM yet",
-                        container_id, m.get("source"), m.get("destination"))
-    out["mounts"] = mounts
+    # The host's cgroup path (or a systemd slice spec) means nothing in the guest's cgroupfs.
+    linux["cgroupsPath"] = f"/bulkhead/{container_id}"
     return out

@@ -5,9 +5,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import shutil
 from dataclasses import dataclass
 
 MS_RDONLY = 0x1
+MS_REMOUNT = 0x20
 MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
@@ -104,3 +106,9 @@ def unmount_all_under(prefix: str) -> list[str]:
         umount(point)
         done.append(point)
     return done
+
+
+def remove_mounted_tree(path: str) -> None:
+    """Unmount everything at or below path, then delete it (never across a mount)."""
+    unmount_all_under(path)
+    shutil.rmtree(path, ignore_errors=True)

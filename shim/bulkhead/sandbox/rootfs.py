@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from bulkhead.proto import mount_pb2
-from bulkhead.sandbox.mounts import MS_BIND, MS_RDONLY, MS_REC, mount, umount
+from bulkhead.sandbox.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount, umount
 
 # mount(8)-style flag options that are not filesystem data.
 FLAG_OPTIONS = {"rw": 0, "ro": MS_RDONLY, "bind": MS_BIND, "rbind": MS_BIND | MS_REC}
@@ -36,7 +36,7 @@ def mount_rootfs(mounts: list[mount_pb2.Mount], target: str, fallback_dir: str) 
     fstype = "" if flags & MS_BIND else m.type
     mount(m.source, target, fstype, flags, ",".join(data))
     if flags & MS_BIND and flags & MS_RDONLY:
-        mount("", target, "", MS_BIND | MS_RDONLY | 0x20)  # MS_REMOUNT: bind is ro only then
+        mount("", target, "", MS_BIND | MS_RDONLY | MS_REMOUNT)  # a bind is ro only then
 
 
 def unmount_rootfs(target: str) -> None:

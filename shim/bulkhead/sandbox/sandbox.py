@@ -6,18 +6,19 @@ import asyncio
 import contextlib
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 from bulkhead.config import Config
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.agent_client import AgentClient
-from bulkhead.sandbox.mounts import unmount_all_under
+from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.stdio.channel import DataChannel
 from bulkhead.ttrpc import Client, TtrpcError
 from bulkhead.vmm.base import VMConfig, VMError
+from bulkhead.vmm.process import describe_status
+from bulkhead.vmm.qemu import QemuVM
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class Sandbox:
         self.state_dir = sandbox_dir(namespace, sandbox_id)
         self.shared_dir = os.path.join(self.state_dir, "shared")
         self.state = SandboxState(sandbox_id, namespace, os.getpid(), socket)
-        self.vm: object | None = None
+        self.vm: QemuVM | None = None
         self.agent: AgentClient | None = None
         self.channel: DataChannel | None = None
         self._ctl: Client | None = None
@@ -48,6 +49,8 @@ class Sandbox:
         self.guest_uptimes: dict[str, float] = {}
         self._guest_zero: float | None = None  # host monotonic time of the guest's uptime 0
         self.vm_pid = 0
+        self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
+        self._vm_watch: asyncio.Task[None] | None = None
 
     def prepare(self) -> None:
         """Create the state dir and record ourselves before anything else is created."""
@@ -78,14 +81,14 @@ class Sandbox:
         async with self._boot_lock:
             if self.agent is not None:
                 return self.agent
+            if self.dead:
+                raise SandboxError(f"its VM is gone ({self.dead})")
             await self._boot()
             assert self.agent is not None
             return self.agent
 
     async def _boot(self) -> None:
         """Start QEMU, take over both channels and health-check the agent."""
-        from bulkhead.vmm.qemu import QemuVM
-
         cfg = self.config
         image = cfg.guest_image()
         vm = QemuVM(VMConfig(
@@ -127,8 +130,19 @@ class Sandbox:
                               "agent_start": check.agent_start_uptime}
         self._guest_zero = now - check.now_uptime
         self.agent = agent
+        self._vm_watch = asyncio.create_task(self._watch_vm(vm))
         log.info("sandbox %s: VM pid %d up (accel=%s, channel=%s, guest kernel %s)",
                  self.id, vm.pid, vm.accel, vm.channel, check.kernel_release)
+
+    async def _watch_vm(self, vm: QemuVM) -> None:
+        """A VM that exits on its own takes its containers with it: drop the agent link so
+        every pending call fails at once, and remember why for the exits and later calls."""
+        status = await vm.wait()
+        self.dead = f"QEMU pid {vm.pid} exited with {describe_status(status)}"
+        log.error("sandbox %s: VM died: %s; its containers are reported killed "
+                  "(console tail: %s)", self.id, self.dead, vm.console_tail(5) or "empty")
+        self._vm_watch = None
+        await self.stop_vm()
 
     def phases(self) -> dict[str, float]:
         """Boot phases in seconds since QEMU was started (host clock)."""
@@ -147,6 +161,9 @@ class Sandbox:
 
     async def stop_vm(self) -> None:
         """Drop the agent link and stop QEMU (always reaped)."""
+        if self._vm_watch is not None:
+            self._vm_watch.cancel()
+            self._vm_watch = None
         self.agent = None
         if self._ctl is not None:
             await self._ctl.close()
@@ -156,12 +173,11 @@ class Sandbox:
             self.channel = None
         vm, self.vm = self.vm, None
         if vm is not None:
-            await vm.stop()  # type: ignore[attr-defined]
+            await vm.stop()
 
     async def destroy(self) -> None:
         """Stop the VM and remove every mount and file of the sandbox."""
         with contextlib.suppress(Exception):
             await self.stop_vm()
-        unmount_all_under(self.state_dir)
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        remove_mounted_tree(self.state_dir)
         remove_empty_parent(self.state_dir)

@@ -20,6 +20,7 @@ from bulkhead.ttrpc import Server
 
 log = logging.getLogger("bulkhead")
 LISTEN_FD = 3
+SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds pending events may delay the exit of a finished shim
 
 
 class LogrusFormatter(logging.Formatter):
@@ -61,13 +62,19 @@ async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") 
     events = EventPublisher(os.environ.get("TTRPC_ADDRESS", args.address + ".ttrpc"),
                             args.namespace)
     done = asyncio.Event()
+    finishing: list[asyncio.Task[None]] = []
 
-    async def finish() -> None:
+    async def cleanup() -> None:
         await sandbox.destroy()
-        await events.flush()
+        await events.flush(SHUTDOWN_FLUSH_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(sock_path)
         loop.call_soon(done.set)
+
+    def finish() -> None:
+        """Start the cleanup once, in its own task: no caller's timeout can cut it short."""
+        if not finishing:
+            finishing.append(asyncio.ensure_future(cleanup()))
 
     service = TaskService(sandbox, events, finish, config_error)
     server = Server()
@@ -76,7 +83,7 @@ async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") 
     listener = socket.socket(fileno=LISTEN_FD)
     srv = await asyncio.start_unix_server(server.serve_connection, sock=listener)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(finish()))
+        loop.add_signal_handler(sig, finish)
     log.info("shim for sandbox %s serving on %s", args.id, sock_path)
     try:
         await done.wait()

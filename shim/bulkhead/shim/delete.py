@@ -7,13 +7,12 @@ container) loses its daemon, VM, mounts, socket and state directory.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
 
 from bulkhead.paths import sandbox_dir
-from bulkhead.sandbox.mounts import unmount_all_under
+from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.shim.flags import ShimArgs
 from bulkhead.shim.grouping import (
@@ -51,8 +50,7 @@ def cleanup_container(state_dir: str, container_id: str) -> None:
     """Unmount and remove one container's part of the shared directory."""
     cdir = os.path.join(state_dir, "shared", container_id)
     if os.path.isdir(cdir):
-        unmount_all_under(cdir)
-        shutil.rmtree(cdir, ignore_errors=True)
+        remove_mounted_tree(cdir)
 
 
 def cleanup_sandbox(state_dir: str, sock: str) -> None:
@@ -64,8 +62,7 @@ def cleanup_sandbox(state_dir: str, sock: str) -> None:
         from bulkhead.vmm.base import kill_stale
 
         kill_stale(Path(state_dir))
-        unmount_all_under(state_dir)
-        shutil.rmtree(state_dir, ignore_errors=True)
+        remove_mounted_tree(state_dir)
     remove_empty_parent(state_dir)
     _remove_stale_socket(sock)
 

@@ -1,32 +1,52 @@
-"""containerd.task.v2.Task (also served as v3) backed by one sandbox VM."""
+"""containerd.task.v2.Task (also served as v3): every RPC, backed by one sandbox VM.
+
+Lookups, error codes (spec §3.7) and event order (§4.3) live here; the guest does the work
+through the agent, exits are reported by `exits.ExitReporter`, cgroup-level calls (pause,
+resume, update, stats) are in `resources.py`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import shutil
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
 from bulkhead import config as config_mod
-from bulkhead.proto import events_pb2, runtimeoptions_pb2, task_pb2, task_types_pb2
-from bulkhead.sandbox.guest_spec import SpecError, for_guest, host_root_path, load_spec
-from bulkhead.sandbox.mounts import MountError, unmount_all_under
-from bulkhead.sandbox.rootfs import RootfsError, mount_rootfs
+from bulkhead.proto import (
+    events_pb2,
+    runc_details_pb2,
+    runtimeoptions_pb2,
+    task_pb2,
+)
+from bulkhead.sandbox import guest_bundle
+from bulkhead.sandbox.guest_spec import SpecError, load_spec
+from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
+from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
+from bulkhead.sandbox.volumes import VolumeError
+from bulkhead.shim import resources
 from bulkhead.shim.events import EventPublisher
-from bulkhead.shim.task import Exit, Status, Task
+from bulkhead.shim.exits import ExitReporter
+from bulkhead.shim.task import Container, Exit, Process, Status
 from bulkhead.stdio.host import ProcessIO, StdioError
 from bulkhead.ttrpc import Code, TtrpcError
+from bulkhead.wire_checks import check_id, parse_process_spec
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
+PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
+Handler = Callable[[Any], Awaitable[Message]]
+
+
+def _first_output(proc: Process) -> None:
+    """Boot-phase mark: when the first byte of output reached the host."""
+    proc.timings.setdefault("first_output", time.monotonic())
 
 
 def _not_found(task_id: str) -> TtrpcError:
@@ -37,60 +57,68 @@ class TaskService:
     """Every Task RPC; one instance per shim daemon (one sandbox)."""
 
     def __init__(self, sandbox: Sandbox, events: EventPublisher,
-                 on_empty_shutdown: Callable[[], Awaitable[None]],
+                 on_empty_shutdown: Callable[[], None],
                  config_error: str = "") -> None:
         self.sandbox = sandbox
         self.config_error = config_error
         self.events = events
-        self.tasks: dict[str, Task] = {}
+        self.tasks: dict[str, Container] = {}
+        self.exits = ExitReporter(sandbox, events, self.tasks)
         self._on_empty_shutdown = on_empty_shutdown
 
-    def methods(self) -> dict[str, tuple[type[Message], Callable[[Message], Awaitable[Message]]]]:
-        """The ttrpc method table (unsupported RPCs answer Unimplemented)."""
-        table: dict[str, tuple[type[Message], Callable[..., Awaitable[Message]]]] = {
+    def methods(self) -> dict[str, tuple[type[Message], Handler]]:
+        """The ttrpc method table: all 17 RPCs of the Task service."""
+        res = resources.ResourceCalls(self.sandbox, self.events, self._container)
+        return {
             "Create": (task_pb2.CreateTaskRequest, self.create),
             "Start": (task_pb2.StartRequest, self.start),
             "State": (task_pb2.StateRequest, self.state),
             "Wait": (task_pb2.WaitRequest, self.wait),
             "Kill": (task_pb2.KillRequest, self.kill),
+            "Exec": (task_pb2.ExecProcessRequest, self.exec),
+            "ResizePty": (task_pb2.ResizePtyRequest, self.resize_pty),
+            "CloseIO": (task_pb2.CloseIORequest, self.close_io),
             "Delete": (task_pb2.DeleteRequest, self.delete),
             "Pids": (task_pb2.PidsRequest, self.pids),
             "Connect": (task_pb2.ConnectRequest, self.connect),
             "Shutdown": (task_pb2.ShutdownRequest, self.shutdown),
-            "CloseIO": (task_pb2.CloseIORequest, self.close_io),
+            "Pause": (task_pb2.PauseRequest, res.pause),
+            "Resume": (task_pb2.ResumeRequest, res.resume),
+            "Update": (task_pb2.UpdateTaskRequest, res.update),
+            "Stats": (task_pb2.StatsRequest, res.stats),
+            "Checkpoint": (task_pb2.CheckpointTaskRequest, res.checkpoint),
         }
-        for name, req in (("Pause", task_pb2.PauseRequest), ("Resume", task_pb2.ResumeRequest),
-                          ("Checkpoint", task_pb2.CheckpointTaskRequest),
-                          ("Exec", task_pb2.ExecProcessRequest),
-                          ("ResizePty", task_pb2.ResizePtyRequest),
-                          ("Update", task_pb2.UpdateTaskRequest),
-                          ("Stats", task_pb2.StatsRequest)):
-            table[name] = (req, self._unimplemented(name))
-        return table
 
-    @staticmethod
-    def _unimplemented(name: str) -> Callable[[Message], Awaitable[Message]]:
-        async def handler(_: Message) -> Message:
-            raise TtrpcError(Code.UNIMPLEMENTED, f"{name} is not implemented by bulkhead yet")
-        return handler
-
-    def _get(self, task_id: str, exec_id: str = "") -> Task:
-        task = self.tasks.get(task_id)
-        if task is None:
+    def _container(self, task_id: str) -> Container:
+        container = self.tasks.get(task_id)
+        if container is None:
             raise _not_found(task_id)
-        if exec_id:
-            raise TtrpcError(Code.NOT_FOUND, f"process {exec_id} does not exist in {task_id}")
-        return task
+        return container
+
+    def _process(self, task_id: str, exec_id: str) -> Process:
+        return self._container(task_id).process(exec_id)
+
+    def _agent_or_gone(self, proc: Process) -> Any:
+        """The agent, or the NotFound containerd expects for a process that cannot run now."""
+        agent = self.sandbox.agent
+        if agent is None:
+            raise TtrpcError(Code.NOT_FOUND, f"{proc.name}: the sandbox VM is not running "
+                                             f"({self.sandbox.dead or 'stopped'}): not found")
+        return agent
 
     # -- Create ------------------------------------------------------------------------------
 
     async def create(self, req: task_pb2.CreateTaskRequest) -> task_pb2.CreateTaskResponse:
-        """Boot the VM if needed, share the rootfs, open stdio and crun-create in the guest."""
+        """Boot the VM if needed, share the bundle, open stdio and crun-create in the guest."""
         if req.id in self.tasks:
             raise TtrpcError(Code.ALREADY_EXISTS, f"container {req.id}: already exists")
-        if req.terminal:
-            raise TtrpcError(Code.INVALID_ARGUMENT, "terminal (TTY) containers are not "
-                                                    "supported by bulkhead yet")
+        try:
+            check_id("container", req.id)
+        except ValueError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        if not os.path.isabs(req.bundle):
+            raise TtrpcError(Code.INVALID_ARGUMENT,
+                             f"bundle {req.bundle!r} of container {req.id}: not an absolute path")
         t_create = time.monotonic()
         try:
             spec = load_spec(req.bundle)
@@ -100,21 +128,19 @@ class TaskService:
         own_config = self._apply_runtime_options(req)
         if self.config_error and not own_config:
             raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
-        try:
-            io = ProcessIO.open(req.stdin, req.stdout, req.stderr, sb.new_stream)
-        except StdioError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
-        task = Task(req.id, req.bundle, req.stdin, req.stdout, req.stderr, req.terminal, io)
-        task.timings["create"] = t_create
-        self.tasks[req.id] = task
+        io = await self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
+        init = Process(req.id, "", req.stdin, req.stdout, req.stderr, req.terminal, io)
+        init.timings["create"] = t_create
+        container = Container(req.id, req.bundle, init)
+        self.tasks[req.id] = container
         sb.record_containers(list(self.tasks))
         try:
-            await self._create_in_guest(task, req, spec)
+            await self._create_in_guest(container, req, spec)
         except BaseException:
-            await self._forget(task)
+            await self._forget(container)
             raise
-        task.timings["created"] = time.monotonic()
-        task.waiter = asyncio.create_task(self._wait_exit(task))
+        init.timings["created"] = time.monotonic()
+        self.exits.watch(container, init)
         ev = events_pb2.TaskCreate(
             container_id=req.id, bundle=req.bundle, checkpoint=req.checkpoint,
             pid=sb.vm_pid, io=events_pb2.TaskIO(stdin=req.stdin, stdout=req.stdout,
@@ -122,6 +148,15 @@ class TaskService:
         ev.rootfs.extend(req.rootfs)
         self.events.publish("/tasks/create", ev)
         return task_pb2.CreateTaskResponse(pid=sb.vm_pid)
+
+    async def _open_io(self, task_id: str, stdin: str, stdout: str, stderr: str,
+                       terminal: bool) -> ProcessIO:
+        """Host stdio ends; a bad path or logger is InvalidArgument naming it."""
+        try:
+            return await ProcessIO.open(stdin, stdout, stderr, terminal, self.sandbox.new_stream,
+                                        task_id, self.sandbox.namespace)
+        except StdioError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
 
     def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
         """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
@@ -142,7 +177,7 @@ class TaskService:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"runtime config {exc}") from None
         return True
 
-    async def _create_in_guest(self, task: Task, req: task_pb2.CreateTaskRequest,
+    async def _create_in_guest(self, container: Container, req: task_pb2.CreateTaskRequest,
                                spec: dict[str, Any]) -> None:
         """The steps of Create that touch the VM; any failure is reported with its cause."""
         sb = self.sandbox
@@ -150,115 +185,128 @@ class TaskService:
             agent = await sb.ensure_running()
         except SandboxError as exc:
             raise TtrpcError(Code.UNAVAILABLE, f"sandbox {sb.id}: {exc}") from None
-        host_bundle = sb.host_bundle(req.id)
-        os.makedirs(host_bundle, exist_ok=True)
         try:
-            mount_rootfs(list(req.rootfs), os.path.join(host_bundle, "rootfs"),
-                         host_root_path(spec, req.bundle))
-        except (RootfsError, MountError) as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"rootfs of {req.id}: {exc}") from None
-        import json
-
-        with open(os.path.join(host_bundle, "config.json"), "w") as f:
-            json.dump(for_guest(spec, req.id), f)
+            guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, sb.host_bundle(req.id),
+                                 sb.guest_bundle(req.id))
+        except (RootfsError, MountError, VolumeError) as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
+        init = container.init
         assert sb.channel is not None
-        task.io.start_output(sb.channel, lambda n: self._first_output(task))
-        task.guest_pid = await agent.create_container(
-            req.id, sb.guest_bundle(req.id), req.terminal, task.io.stream_ids)
-        task.io.start_input(sb.channel)
+        init.io.start_output(sb.channel, lambda n: _first_output(init))
+        await agent.create_container(req.id, sb.guest_bundle(req.id), req.terminal,
+                                     init.io.stream_ids)
+        init.io.start_input(sb.channel)
 
-    @staticmethod
-    def _first_output(task: Task) -> None:
-        task.timings.setdefault("first_output", time.monotonic())
-
-    async def _forget(self, task: Task) -> None:
-        """Undo a task's host resources (and the VM if nothing else uses it)."""
-        task.io.close()
-        self.tasks.pop(task.id, None)
-        host_bundle = self.sandbox.host_bundle(task.id)
-        unmount_all_under(host_bundle)
-        shutil.rmtree(host_bundle, ignore_errors=True)
+    async def _forget(self, container: Container) -> None:
+        """Undo a container's host resources (and the VM if nothing else uses it)."""
+        for proc in container.processes():
+            if proc.waiter is not None:
+                proc.waiter.cancel()
+            await proc.io.close()
+        self.tasks.pop(container.id, None)
+        remove_mounted_tree(self.sandbox.host_bundle(container.id))
         self.sandbox.record_containers(list(self.tasks))
         if not self.tasks:
+            self.exits.stop()
             await self.sandbox.stop_vm()
 
-    # -- Start / exit ------------------------------------------------------------------------
+    # -- Exec / Start ------------------------------------------------------------------------
+
+    async def exec(self, req: task_pb2.ExecProcessRequest) -> empty_pb2.Empty:
+        """Register an exec in the guest with its stdio; Start runs it."""
+        container = self._container(req.id)
+        try:
+            check_id("exec", req.exec_id)
+            parse_process_spec(req.spec.value, f"exec {req.exec_id}")
+        except ValueError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        if req.exec_id in container.execs:
+            raise TtrpcError(Code.ALREADY_EXISTS, f"id {req.exec_id}: already exists")
+        if req.spec.type_url and req.spec.type_url != PROCESS_SPEC_TYPE:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"exec {req.exec_id}: spec type "
+                                                    f"{req.spec.type_url!r} is not an OCI Process")
+        if container.status != Status.RUNNING:
+            state = container.status.name.lower()
+            raise TtrpcError(Code.FAILED_PRECONDITION,
+                             f"cannot exec in container {req.id}: it is {state}")
+        agent = self._agent_or_gone(container.init)
+        io = await self._open_io(req.exec_id, req.stdin, req.stdout, req.stderr, req.terminal)
+        proc = Process(req.id, req.exec_id, req.stdin, req.stdout, req.stderr, req.terminal, io)
+        container.execs[req.exec_id] = proc
+        try:
+            assert self.sandbox.channel is not None
+            io.start_output(self.sandbox.channel)
+            await agent.exec_process(req.id, req.exec_id, req.terminal, io.stream_ids,
+                                     req.spec.value)
+        except BaseException:
+            container.execs.pop(req.exec_id, None)
+            await io.close()
+            raise
+        self.events.publish("/tasks/exec-added",
+                            events_pb2.TaskExecAdded(container_id=req.id, exec_id=req.exec_id))
+        return empty_pb2.Empty()
 
     async def start(self, req: task_pb2.StartRequest) -> task_pb2.StartResponse:
-        """Start the init process; the start event is queued before any exit can be."""
-        task = self._get(req.id, req.exec_id)
-        if task.status != Status.CREATED:
+        """Start the init or an exec; its start event is queued before any exit can be."""
+        container = self._container(req.id)
+        proc = container.process(req.exec_id)
+        if proc.status != Status.CREATED:
             raise TtrpcError(Code.FAILED_PRECONDITION,
-                             f"container {req.id} is {task.status.name.lower()}, not created")
-        agent = self.sandbox.agent
-        if agent is None:
-            raise TtrpcError(Code.UNAVAILABLE, f"sandbox {self.sandbox.id} is not running")
-        async with task.start_lock:
-            await agent.start_process(req.id)
-            task.timings["started"] = time.monotonic()
-            task.status = Status.RUNNING
-            self.events.publish("/tasks/start",
-                                events_pb2.TaskStart(container_id=req.id, pid=self.sandbox.vm_pid))
+                             f"{proc.name} is {proc.status.name.lower()}, not created")
+        agent = self._agent_or_gone(proc)
+        async with proc.start_lock:
+            try:
+                await agent.start_process(req.id, req.exec_id)
+            except BaseException:
+                await proc.io.close()  # EOF on its FIFOs: the client stops waiting for output
+                raise
+            proc.timings["started"] = time.monotonic()
+            proc.status = Status.RUNNING
+            if req.exec_id:
+                assert self.sandbox.channel is not None
+                proc.io.start_input(self.sandbox.channel)
+                self.exits.watch(container, proc)
+                self.events.publish("/tasks/exec-started", events_pb2.TaskExecStarted(
+                    container_id=req.id, exec_id=req.exec_id, pid=self.sandbox.vm_pid))
+            else:
+                self.events.publish("/tasks/start", events_pb2.TaskStart(
+                    container_id=req.id, pid=self.sandbox.vm_pid))
         return task_pb2.StartResponse(pid=self.sandbox.vm_pid)
-
-    async def _wait_exit(self, task: Task) -> None:
-        """Wait for the guest exit, then for every output byte to reach the host sink."""
-        agent = self.sandbox.agent
-        status, at = 255, timestamp_pb2.Timestamp()
-        try:
-            assert agent is not None
-            resp = await agent.wait_process(task.id)
-            status, at = resp.exit_status, resp.exited_at
-        except (TtrpcError, ConnectionError) as exc:
-            log.error("wait for %s failed: %s", task.id, exc)
-            at.GetCurrentTime()
-        await task.io.drain_output()
-        async with task.start_lock:  # a Start in flight publishes /tasks/start first
-            task.exit = Exit(status, at)
-            task.status = Status.STOPPED
-            task.timings["exit_reported"] = time.monotonic()
-            task.exited.set()
-            self.events.publish("/tasks/exit", events_pb2.TaskExit(
-                container_id=task.id, id=task.id, pid=self.sandbox.vm_pid, exit_status=status,
-                exited_at=at))
-        self._log_phases(task)
-
-    def _log_phases(self, task: Task) -> None:
-        """One log line with the boot and container phases, relative to QEMU start."""
-        phases = self.sandbox.phases()
-        t0 = self.sandbox.timings.get("qemu_started")
-        if t0 is not None:
-            for name in ("create", "created", "started", "first_output", "exit_reported"):
-                if name in task.timings:
-                    phases["container_" + name] = task.timings[name] - t0
-        text = " ".join(f"{k}={v:.3f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))
-        log.info("boot phases: %s (container %s)", text, task.id)
 
     # -- queries -----------------------------------------------------------------------------
 
     async def state(self, req: task_pb2.StateRequest) -> task_pb2.StateResponse:
-        """Status, pid and stdio of the task."""
-        task = self._get(req.id, req.exec_id)
+        """Status, pid and stdio of the init or an exec."""
+        container = self._container(req.id)
+        proc = container.process(req.exec_id)
+        status = container.status if not req.exec_id else proc.status
         return task_pb2.StateResponse(
-            id=task.id, bundle=task.bundle, pid=self.sandbox.vm_pid,
-            status=task.status.name, stdin=task.stdin,
-            stdout=task.stdout, stderr=task.stderr, terminal=task.terminal,
-            exit_status=task.exit.status if task.exit else 0, exited_at=task.exited_at())
+            id=proc.id, bundle=container.bundle, pid=self.sandbox.vm_pid,
+            status=status.name, stdin=proc.stdin, stdout=proc.stdout, stderr=proc.stderr,
+            terminal=proc.terminal, exit_status=proc.exit.status if proc.exit else 0,
+            exited_at=proc.exited_at(), exec_id=req.exec_id)
 
     async def wait(self, req: task_pb2.WaitRequest) -> task_pb2.WaitResponse:
         """Block until the exit is known; every caller gets the same stored result."""
-        task = self._get(req.id, req.exec_id)
-        await task.exited.wait()
-        assert task.exit is not None
-        return task_pb2.WaitResponse(exit_status=task.exit.status, exited_at=task.exit.at)
+        proc = self._process(req.id, req.exec_id)
+        await proc.exited.wait()
+        assert proc.exit is not None
+        return task_pb2.WaitResponse(exit_status=proc.exit.status, exited_at=proc.exit.at)
 
     async def pids(self, req: task_pb2.PidsRequest) -> task_pb2.PidsResponse:
-        """Processes of the container (guest pids)."""
-        task = self._get(req.id)
+        """Guest processes of the container; execs carry their exec id (ProcessDetails)."""
+        container = self._container(req.id)
         agent = self.sandbox.agent
-        pids = [] if agent is None or task.exit else await agent.list_pids(req.id)
-        return task_pb2.PidsResponse(
-            processes=[task_types_pb2.ProcessInfo(pid=p) for p in pids])
+        if agent is None or container.init.exit is not None:
+            return task_pb2.PidsResponse()
+        out = task_pb2.PidsResponse()
+        for p in await agent.list_pids(req.id):
+            info = out.processes.add(pid=p.pid)
+            if p.exec_id:
+                details = runc_details_pb2.ProcessDetails(exec_id=p.exec_id)
+                info.info.CopyFrom(any_pb2.Any(type_url=details.DESCRIPTOR.full_name,
+                                               value=details.SerializeToString()))
+        return out
 
     async def connect(self, req: task_pb2.ConnectRequest) -> task_pb2.ConnectResponse:
         """The shim pid and the task pid (the VM's: the host process that runs the task)."""
@@ -269,49 +317,81 @@ class TaskService:
     # -- control -----------------------------------------------------------------------------
 
     async def kill(self, req: task_pb2.KillRequest) -> empty_pb2.Empty:
-        """Signal the process in the guest; an exited one is NotFound, as containerd expects."""
-        task = self._get(req.id, req.exec_id)
-        if task.exit is not None or self.sandbox.agent is None:
+        """Signal a process in the guest; an exited one is NotFound, as containerd expects."""
+        proc = self._process(req.id, req.exec_id)
+        if proc.exit is not None:
             raise TtrpcError(Code.NOT_FOUND, "process already finished: not found")
-        await self.sandbox.agent.signal_process(req.id, "", req.signal, req.all)
+        if req.exec_id and proc.status == Status.CREATED:
+            raise TtrpcError(Code.FAILED_PRECONDITION, f"{proc.name}: process not created")
+        agent = self._agent_or_gone(proc)
+        await agent.signal_process(req.id, req.exec_id, req.signal, req.all)
         return empty_pb2.Empty()
 
     async def close_io(self, req: task_pb2.CloseIORequest) -> empty_pb2.Empty:
-        """Close stdin once what the client wrote is forwarded."""
-        task = self._get(req.id, req.exec_id)
+        """Close stdin once what the client wrote is forwarded (EOF for the process)."""
+        proc = self._process(req.id, req.exec_id)
         if req.stdin:
-            task.io.close_stdin()
+            proc.io.close_stdin()
+        return empty_pb2.Empty()
+
+    async def resize_pty(self, req: task_pb2.ResizePtyRequest) -> empty_pb2.Empty:
+        """Window size of the process's terminal."""
+        proc = self._process(req.id, req.exec_id)
+        if not proc.terminal:
+            raise TtrpcError(Code.FAILED_PRECONDITION, f"{proc.name} has no terminal")
+        if proc.exit is None:
+            agent = self._agent_or_gone(proc)
+            await agent.resize_pty(req.id, req.exec_id, req.width, req.height)
         return empty_pb2.Empty()
 
     async def delete(self, req: task_pb2.DeleteRequest) -> task_pb2.DeleteResponse:
-        """Remove the container from the guest and the host; publishes /tasks/delete."""
-        task = self._get(req.id, req.exec_id)
-        if task.status == Status.RUNNING:
+        """Remove an exec, or the container from the guest and the host (/tasks/delete)."""
+        container = self._container(req.id)
+        proc = container.process(req.exec_id)
+        if proc.status in (Status.RUNNING, Status.PAUSED):
             raise TtrpcError(Code.FAILED_PRECONDITION,
-                             f"container {req.id} is running: kill it before delete")
-        agent = self.sandbox.agent
-        if agent is not None:
-            try:
-                await agent.remove_container(req.id)
-            except (TtrpcError, ConnectionError) as exc:
-                log.warning("remove %s in guest: %s", req.id, exc)
-        if task.exit is None:  # deleted before it ever ran
-            task.exit = Exit(0, timestamp_pb2.Timestamp())
-            task.exit.at.GetCurrentTime()
-            task.exited.set()
-        if task.waiter is not None:
-            task.waiter.cancel()
-        exit_ = task.exit
-        await self._forget(task)
-        self.events.publish("/tasks/delete", events_pb2.TaskDelete(
-            container_id=req.id, pid=self.sandbox.vm_pid, exit_status=exit_.status,
-            exited_at=exit_.at))
+                             f"{proc.name} is running: kill it before delete")
+        if req.exec_id:
+            exit_ = await self._delete_exec(container, proc)
+        else:
+            exit_ = await self._delete_container(container)
         return task_pb2.DeleteResponse(pid=self.sandbox.vm_pid, exit_status=exit_.status,
                                        exited_at=exit_.at)
 
+    async def _delete_exec(self, container: Container, proc: Process) -> Exit:
+        """Forget an exec in the guest and release its host stdio (runc sends no event)."""
+        agent = self.sandbox.agent
+        if agent is not None:
+            try:
+                await agent.delete_process(container.id, proc.exec_id)
+            except (TtrpcError, ConnectionError) as exc:
+                log.warning("delete %s in guest: %s", proc.name, exc)
+        proc.set_exit(proc.exit or Exit.now(0))
+        container.execs.pop(proc.exec_id, None)
+        await proc.io.close()
+        assert proc.exit is not None
+        return proc.exit
+
+    async def _delete_container(self, container: Container) -> Exit:
+        """Remove the container in the guest, then every host resource it had."""
+        agent = self.sandbox.agent
+        if agent is not None:
+            try:
+                await agent.remove_container(container.id)
+            except (TtrpcError, ConnectionError) as exc:
+                log.warning("remove %s in guest: %s", container.id, exc)
+        init = container.init
+        init.set_exit(init.exit or Exit.now(0))  # deleted before it ever ran
+        assert init.exit is not None
+        exit_ = init.exit
+        await self._forget(container)
+        self.events.publish("/tasks/delete", events_pb2.TaskDelete(
+            container_id=container.id, pid=self.sandbox.vm_pid, exit_status=exit_.status,
+            exited_at=exit_.at))
+        return exit_
+
     async def shutdown(self, req: task_pb2.ShutdownRequest) -> empty_pb2.Empty:
-        """Exit only when no task remains; clean up everything first."""
-        if self.tasks:
-            return empty_pb2.Empty()
-        await self._on_empty_shutdown()
+        """Exit once no task remains: answer at once, clean up everything, then exit."""
+        if not self.tasks:
+            self._on_empty_shutdown()
         return empty_pb2.Empty()

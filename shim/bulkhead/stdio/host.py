@@ -1,4 +1,5 @@
-"""Host ends of a process's stdio: containerd's FIFOs or a file:// log, wired to channel streams."""
+"""Host ends of a process's stdio: containerd's FIFOs, a file:// log or a binary:// logger,
+wired to data-channel streams."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
+from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
 from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+from bulkhead.stdio.pump import pump_stream_to_fd
+from bulkhead.stdio.stdin_fifo import StdinError, StdinFifo
 
 
 class StdioError(Exception):
@@ -22,8 +26,7 @@ class StdioError(Exception):
 class Sink:
     """Where a guest output stream lands on the host."""
 
-    fd: int
-    shared: bool = False  # the same fd also serves another stream (file:// for both)
+    fd: int  # may serve both output streams (file://); closed once, by ProcessIO.close
 
 
 def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink | None:
@@ -31,8 +34,7 @@ def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink |
     if not uri:
         return None
     if shared_with is not None and shared_with[0] == uri:
-        shared_with[1].shared = True
-        return Sink(shared_with[1].fd, shared=True)
+        return Sink(shared_with[1].fd)
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         path = parsed.path
@@ -46,7 +48,7 @@ def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink |
             raise StdioError(f"log URI {uri!r}: {exc.strerror}") from None
     if parsed.scheme not in ("", "fifo"):
         raise StdioError(f"stdio URI {uri!r}: scheme {parsed.scheme!r} is not supported "
-                         "(use a FIFO path or file:///path)")
+                         "(use a FIFO path, file:///path or binary:///path)")
     path = parsed.path if parsed.scheme else uri
     try:
         # O_RDWR keeps the FIFO open even if the reader goes away (no EPIPE, like runc's
@@ -60,58 +62,56 @@ def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink |
 
 
 @dataclass
-class StdinSource:
-    """The stdin FIFO plus a write handle of ours, so EOF only comes after CloseIO."""
-
-    fd: int
-    keepalive: int | None
-
-    @classmethod
-    def open(cls, uri: str) -> StdinSource | None:
-        """Open the stdin FIFO the client created; "" means no stdin."""
-        if not uri:
-            return None
-        path = urlparse(uri).path if uri.startswith("fifo://") else uri
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            raise StdioError(f"stdin FIFO {path}: {exc.strerror}") from None
-        return cls(fd, keep)
-
-    def close_input(self) -> None:
-        """CloseIO: drop our writer so the process sees EOF once the FIFO drains."""
-        if self.keepalive is not None:
-            os.close(self.keepalive)
-            self.keepalive = None
-
-
-@dataclass
 class ProcessIO:
-    """All stdio of one process: stream ids, host fds and the copy tasks."""
+    """All stdio of one process: stream ids, host fds, a logger process, and the copy tasks."""
 
-    stdin: StdinSource | None = None
+    stdin: StdinFifo | None = None
     stdout: Sink | None = None
     stderr: Sink | None = None
+    logger: BinaryLogger | None = None
     stream_ids: tuple[int, int, int] = (0, 0, 0)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
-    def open(cls, stdin: str, stdout: str, stderr: str,
-             next_stream: Callable[[], int]) -> ProcessIO:
-        """Open every host end first, so a bad path fails before anything runs in the guest."""
+    async def open(cls, stdin: str, stdout: str, stderr: str, terminal: bool,
+                   next_stream: Callable[[], int], container_id: str = "",
+                   namespace: str = "") -> ProcessIO:
+        """Open every host end first, so a bad path fails before anything runs in the guest.
+
+        With a terminal all output arrives on stdout and the stderr end is never opened, as
+        under runc (the CRI still creates a stderr FIFO then).
+        """
+        if terminal:
+            stderr = ""
         io = cls()
         try:
-            io.stdin = StdinSource.open(stdin)
-            io.stdout = open_output(stdout)
-            io.stderr = open_output(stderr, (stdout, io.stdout) if io.stdout else None)
+            io.stdin = StdinFifo.open(stdin)
+            if urlparse(stdout).scheme in LOGGER_SCHEMES:
+                await io._start_logger(stdout, stderr, container_id, namespace)
+            else:
+                io.stdout = open_output(stdout)
+                io.stderr = open_output(stderr, (stdout, io.stdout) if io.stdout else None)
+        except StdinError as exc:
+            await io.close()
+            raise StdioError(str(exc)) from None
         except BaseException:
-            io.close()
+            await io.close()
             raise
         io.stream_ids = tuple(next_stream() if end is not None else 0  # type: ignore[assignment]
                               for end in (io.stdin, io.stdout, io.stderr))
         return io
+
+    async def _start_logger(self, stdout: str, stderr: str, container_id: str,
+                            namespace: str) -> None:
+        """binary://: one logger process takes both output streams (fds it owns)."""
+        try:
+            self.logger = await BinaryLogger.start(stdout, container_id, namespace)
+        except LoggerError as exc:
+            raise StdioError(str(exc)) from None
+        self.stdout = Sink(self.logger.stdout_fd)
+        if stderr:
+            self.stderr = Sink(self.logger.stderr_fd)
 
     def start_output(self, channel: DataChannel,
                      on_data: Callable[[int], None] | None = None) -> None:
@@ -125,8 +125,7 @@ class ProcessIO:
     def start_input(self, channel: DataChannel) -> None:
         """Begin forwarding stdin (after the guest registered the stream)."""
         if self.stdin is not None:
-            self.tasks.append(asyncio.create_task(
-                pump_fd_to_stream(channel, self.stdin.fd, self.stream_ids[0])))
+            self.tasks.append(asyncio.create_task(self.stdin.pump(channel, self.stream_ids[0])))
 
     async def drain_output(self) -> None:
         """Wait until all output reached the host sinks (EOF seen on every stream)."""
@@ -138,18 +137,19 @@ class ProcessIO:
         if self.stdin is not None:
             self.stdin.close_input()
 
-    def close(self) -> None:
-        """Stop copying and close every host fd (each once)."""
+    async def close(self) -> None:
+        """Stop copying, close every host fd (each once) and let a logger finish."""
         for task in self.tasks + self.output_tasks:
             task.cancel()
-        fds: set[int] = set()
         if self.stdin is not None:
-            fds.add(self.stdin.fd)
-            self.stdin.close_input()
-        for sink in (self.stdout, self.stderr):
-            if sink is not None:
-                fds.add(sink.fd)
+            self.stdin.close()
+        fds: set[int] = set()
+        if self.logger is None:
+            fds.update(sink.fd for sink in (self.stdout, self.stderr) if sink is not None)
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.stdin = self.stdout = self.stderr = None
+        logger, self.logger = self.logger, None
+        if logger is not None:
+            await logger.close()

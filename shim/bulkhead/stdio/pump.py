@@ -11,7 +11,7 @@ from collections.abc import Callable
 from bulkhead.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
 
 
-async def _wait_fd(fd: int, writable: bool) -> None:
+async def wait_fd(fd: int, writable: bool) -> None:
     """Wait until fd is readable (or writable) using the running loop's selector."""
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
@@ -39,7 +39,7 @@ async def read_fd(fd: int, size: int = MAX_CHUNK) -> bytes:
         try:
             return os.read(fd, size)
         except BlockingIOError:
-            await _wait_fd(fd, writable=False)
+            await wait_fd(fd, writable=False)
         except OSError as exc:
             if exc.errno == errno.EIO:
                 return b""
@@ -53,7 +53,7 @@ async def write_fd(fd: int, data: bytes) -> None:
         try:
             n = os.write(fd, view)
         except BlockingIOError:
-            await _wait_fd(fd, writable=True)
+            await wait_fd(fd, writable=True)
             continue
         view = view[n:]
 
@@ -75,7 +75,8 @@ async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,
                             on_data: Callable[[int], None] | None = None) -> None:
     """Write a stream into fd until its EOF, granting credit only once bytes are written.
 
-    If the sink goes away (EPIPE) the rest is drained and discarded so the producer never hangs.
+    If the sink goes away (EPIPE; EIO from a pty whose other side closed) the rest is drained
+    and discarded so the producer never hangs.
     """
     sink_gone = False
     while True:
@@ -87,6 +88,8 @@ async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,
         if not sink_gone:
             try:
                 await write_fd(fd, chunk)
-            except BrokenPipeError:
+            except OSError as exc:
+                if exc.errno not in (errno.EPIPE, errno.EIO):
+                    raise
                 sink_gone = True
         await channel.grant(stream, len(chunk))

@@ -154,6 +154,7 @@ class Server:
             await conn.send_status(stream_id, Code.UNIMPLEMENTED, f"method {req.method}")
             return
         req_type, handler = entry
+        log.debug("ttrpc: %s/%s (stream %d)", req.service, req.method, stream_id)
         msg = req_type()
         try:
             msg.ParseFromString(req.payload)

@@ -1,0 +1,113 @@
+"""Turns guest exits and OOM kills into stored results and containerd events, in order.
+
+Order (spec §4.3): a process's start event before its exit; /tasks/oom before the exit the
+OOM kill caused; every running exec's exit before its container's init exit. An exit is
+stored and published only after all the process's output reached its host sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+
+from bulkhead.proto import events_pb2
+from bulkhead.sandbox.sandbox import Sandbox
+from bulkhead.shim.events import EventPublisher
+from bulkhead.shim.task import Container, Exit, Process
+from bulkhead.ttrpc import TtrpcError
+
+log = logging.getLogger(__name__)
+
+KILLED = 128 + signal.SIGKILL  # what a process reports when its VM died under it
+EXEC_EXITS_FIRST_TIMEOUT = 5.0  # seconds the init's exit waits for its execs' exits
+
+
+class ExitReporter:
+    """One per shim: a waiter task per started process and one OOM long poll per VM."""
+
+    def __init__(self, sandbox: Sandbox, events: EventPublisher,
+                 containers: dict[str, Container]) -> None:
+        self.sandbox = sandbox
+        self.events = events
+        self.containers = containers
+        self._oom_task: asyncio.Task[None] | None = None
+
+    def watch(self, container: Container, proc: Process) -> None:
+        """Follow a started (or created init) process until its exit is published."""
+        proc.waiter = asyncio.create_task(self._wait_exit(container, proc))
+        if self._oom_task is None or self._oom_task.done():
+            self._oom_task = asyncio.create_task(self._oom_loop())
+
+    async def _wait_exit(self, container: Container, proc: Process) -> None:
+        """Wait for the guest exit, then for every output byte to reach the host sink."""
+        agent = self.sandbox.agent
+        oom_kills = 0
+        try:
+            if agent is None:
+                raise ConnectionError(f"sandbox {self.sandbox.id} has no agent")
+            resp = await agent.wait_process(container.id, proc.exec_id)
+            exit_ = Exit(resp.exit_status, resp.exited_at)
+            oom_kills = resp.oom_kills
+        except (TtrpcError, ConnectionError) as exc:
+            exit_ = Exit.now(KILLED)
+            reason = self.sandbox.dead or str(exc)
+            log.error("%s: exit reported as %d: the guest could not report it (%s)",
+                      proc.name, KILLED, reason)
+        await proc.io.drain_output()
+        self.publish_oom(container, oom_kills)
+        if not proc.exec_id:
+            await self._execs_exited(container)
+        async with proc.start_lock:  # a Start in flight publishes its start event first
+            proc.set_exit(exit_)
+            proc.timings["exit_reported"] = time.monotonic()
+            self.events.publish("/tasks/exit", events_pb2.TaskExit(
+                container_id=container.id, id=proc.id, pid=self.sandbox.vm_pid,
+                exit_status=proc.exit.status if proc.exit else exit_.status,
+                exited_at=proc.exited_at()))
+        if not proc.exec_id:
+            self._log_phases(proc)
+
+    @staticmethod
+    async def _execs_exited(container: Container) -> None:
+        """The init's exit comes after those of its running execs (the guest kills them)."""
+        waiters = [p.waiter for p in container.execs.values()
+                   if p.waiter is not None and not p.waiter.done()]
+        if waiters:
+            await asyncio.wait(waiters, timeout=EXEC_EXITS_FIRST_TIMEOUT)
+
+    def publish_oom(self, container: Container, oom_kills: int) -> None:
+        """/tasks/oom once per new OOM kill the guest counted in the container's cgroup."""
+        if oom_kills > container.oom_reported:
+            container.oom_reported = oom_kills
+            log.info("container %s: OOM kill in the guest (count %d)", container.id, oom_kills)
+            self.events.publish("/tasks/oom", events_pb2.TaskOOM(container_id=container.id))
+
+    async def _oom_loop(self) -> None:
+        """Long-poll the agent for OOM kills that did not end a watched process."""
+        while (agent := self.sandbox.agent) is not None:
+            try:
+                event = await agent.wait_oom()
+            except (TtrpcError, ConnectionError) as exc:
+                log.debug("OOM watch of sandbox %s ended: %s", self.sandbox.id, exc)
+                return
+            container = self.containers.get(event.container_id)
+            if container is not None:
+                self.publish_oom(container, event.oom_kills)
+
+    def stop(self) -> None:
+        """Stop the OOM poll (the sandbox is going away)."""
+        if self._oom_task is not None:
+            self._oom_task.cancel()
+
+    def _log_phases(self, proc: Process) -> None:
+        """One log line with the boot and container phases, relative to QEMU start."""
+        phases = self.sandbox.phases()
+        t0 = self.sandbox.timings.get("qemu_started")
+        if t0 is not None:
+            for name in ("create", "created", "started", "first_output", "exit_reported"):
+                if name in proc.timings:
+                    phases["container_" + name] = proc.timings[name] - t0
+        text = " ".join(f"{k}={v:.3f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))
+        log.info("boot phases: %s (container %s)", text, proc.container_id)
