@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Exec latency of `ctr task exec ... true` into a running container: Bulkhead vs runc, one run.
+
+Prints figures only; asserts nothing. Usage (as root, after `make install`):
+    /opt/bulkhead/venv/bin/python bench/exec_latency.py [-n 20] [--containerd-version 1.7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import statistics
+import sys
+import time
+
+from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.devenv.demo import DEMO_IMAGE, DEMO_IMAGE_TAR
+
+RUNTIMES = {"runc": "io.containerd.runc.v2", "bulkhead": "io.containerd.bulkhead.v2"}
+
+
+def time_execs(ctd: PrivateContainerd, cid: str, n: int) -> list[float]:
+    """Wall times of n sequential attached `ctr task exec <cid> true`."""
+    times = []
+    for i in range(n):
+        start = time.monotonic()
+        ctd.ctr("tasks", "exec", "--exec-id", f"bench-{i}", cid, "true", timeout=60)
+        times.append(time.monotonic() - start)
+    return times
+
+
+def measure(ctd: PrivateContainerd, runtime: str, n: int) -> list[float]:
+    """Start one sleeping container with the runtime, exec into it n times, remove it."""
+    cid = f"bench-{secrets.token_hex(4)}"
+    ctd.ctr("run", "--runtime", runtime, "-d", DEMO_IMAGE, cid, "sleep", "3600", timeout=120)
+    try:
+        time_execs(ctd, cid, 1)  # warm-up (first exec pays for page-cache misses)
+        return time_execs(ctd, cid, n)
+    finally:
+        ctd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+        ctd.ctr("tasks", "rm", "-f", cid, check=False)
+        ctd.ctr("containers", "rm", cid, check=False)
+
+
+def main() -> int:
+    """Both runtimes against one private containerd; print medians and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20, help="execs per runtime")
+    parser.add_argument("--containerd-version", default="1.7")
+    args = parser.parse_args()
+    ctd = PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=args.containerd_version)
+    with ctd:
+        ctd.import_image(DEMO_IMAGE_TAR)
+        print(f"ctr task exec <container> true, containerd {args.containerd_version}, "
+              f"n={args.n} each")
+        medians = {}
+        for name, runtime in RUNTIMES.items():
+            times = measure(ctd, runtime, args.n)
+            medians[name] = statistics.median(times)
+            print(f"  {name:9s} median {medians[name]:.3f} s  "
+                  f"min {min(times):.3f}  max {max(times):.3f}")
+        print(f"  ratio bulkhead/runc: {medians['bulkhead'] / medians['runc']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

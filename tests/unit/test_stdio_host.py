@@ -1,0 +1,169 @@
+"""Host stdio ends with real FIFOs, pipes and processes: stdin EOF, CloseIO, binary loggers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
+from bulkhead.stdio.channel import DataChannel
+from bulkhead.stdio.host import ProcessIO, StdioError
+from bulkhead.stdio.stdin_fifo import StdinFifo, hung_up
+
+
+async def channel_pair() -> tuple[DataChannel, DataChannel]:
+    """Two data channel ends joined by a socketpair."""
+    import socket
+
+    a, b = socket.socketpair()
+    ra, wa = await asyncio.open_unix_connection(sock=a)
+    rb, wb = await asyncio.open_unix_connection(sock=b)
+    left, right = DataChannel(ra, wa), DataChannel(rb, wb)
+    left.start()
+    right.start()
+    return left, right
+
+
+async def read_stream(channel: DataChannel, stream: int) -> bytes:
+    data = b""
+    while chunk := await channel.read(stream):
+        data += chunk
+        await channel.grant(stream, len(chunk))
+    return data
+
+
+def test_fifo_without_a_writer_yet_is_not_eof(tmp_path: Path) -> None:
+    path = tmp_path / "stdin"
+    os.mkfifo(path)
+    fifo = StdinFifo.open(str(path))
+    assert fifo is not None
+    try:
+        assert os.read(fifo.fd, 10) == b"" and not hung_up(fifo.fd)  # nobody connected yet
+        writer = os.open(path, os.O_WRONLY)
+        os.write(writer, b"x")
+        os.close(writer)
+        assert os.read(fifo.fd, 10) == b"x" and hung_up(fifo.fd)  # came and went: EOF
+    finally:
+        fifo.close()
+
+
+def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path) -> None:
+    """The client opens its end only after we did, and never sends CloseIO (ctr's race)."""
+    path = tmp_path / "stdin"
+    os.mkfifo(path)
+
+    async def run() -> bytes:
+        host, guest = await channel_pair()
+        fifo = StdinFifo.open(str(path))
+        assert fifo is not None
+        pump = asyncio.create_task(fifo.pump(host, 1))
+        reader = asyncio.create_task(read_stream(guest, 1))
+        await asyncio.sleep(0.2)
+        assert not reader.done()  # no writer yet: no premature EOF
+        writer = os.open(path, os.O_WRONLY)
+        os.write(writer, b"hello ")
+        await asyncio.sleep(0.1)
+        os.write(writer, b"world")
+        os.close(writer)
+        data = await asyncio.wait_for(reader, 5)
+        await pump
+        fifo.close()
+        await host.close()
+        await guest.close()
+        return data
+
+    assert asyncio.run(run()) == b"hello world"
+
+
+def test_close_io_ends_stdin_while_the_client_keeps_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "stdin"
+    os.mkfifo(path)
+
+    async def run() -> bytes:
+        host, guest = await channel_pair()
+        fifo = StdinFifo.open(str(path))
+        assert fifo is not None
+        writer = os.open(path, os.O_WRONLY)
+        pump = asyncio.create_task(fifo.pump(host, 3))
+        reader = asyncio.create_task(read_stream(guest, 3))
+        os.write(writer, b"buffered")
+        await asyncio.sleep(0.1)
+        fifo.close_input()  # CloseIO: what the FIFO holds is sent, then EOF
+        data = await asyncio.wait_for(reader, 5)
+        await pump
+        os.close(writer)
+        fifo.close()
+        await host.close()
+        await guest.close()
+        return data
+
+    assert asyncio.run(run()) == b"buffered"
+
+
+LOGGER = """#!/bin/sh
+echo "$CONTAINER_ID $CONTAINER_NAMESPACE $*" > "$2"
+exec 5>&-
+cat <&3 >> "$2"
+cat <&4 >> "$2"
+"""
+
+
+def test_binary_logger_contract(tmp_path: Path) -> None:
+    script = tmp_path / "logger"
+    script.write_text(LOGGER)
+    script.chmod(0o755)
+    out = tmp_path / "out.txt"
+
+    async def run() -> None:
+        logger = await BinaryLogger.start(f"binary://{script}?file={out}", "c1", "ns1")
+        os.write(logger.stdout_fd, b"to stdout\n")
+        os.write(logger.stderr_fd, b"to stderr\n")
+        await logger.close()
+
+    asyncio.run(run())
+    assert out.read_text() == f"c1 ns1 file {out}\nto stdout\nto stderr\n"
+
+
+@pytest.mark.parametrize("script,uri_scheme,why", [
+    ("#!/bin/sh\nexit 1\n", "binary", "without signalling readiness"),
+    ("#!/bin/sh\nexec 5>&-\nsleep 30\n", "binary-v2", "without signalling readiness"),
+])
+def test_binary_logger_that_never_gets_ready(tmp_path: Path, script: str, uri_scheme: str,
+                                             why: str) -> None:
+    path = tmp_path / "logger"
+    path.write_text(script)
+    path.chmod(0o755)
+
+    async def run() -> None:
+        with pytest.raises(LoggerError, match=why):
+            await BinaryLogger.start(f"{uri_scheme}://{path}", "c1", "ns1")
+
+    asyncio.run(run())
+
+
+def test_process_io_errors_name_the_uri(tmp_path: Path) -> None:
+    async def run() -> None:
+        for uri, why in (("binary:///no/such/logger", "/no/such/logger"),
+                         ("npipe://x", "not supported"),
+                         (str(tmp_path / "missing-fifo"), "missing-fifo")):
+            with pytest.raises(StdioError, match=why):
+                await ProcessIO.open("", uri, uri, False, lambda: 1)
+        with pytest.raises(StdioError, match="stdin FIFO"):
+            await ProcessIO.open(str(tmp_path / "nope"), "", "", False, lambda: 1)
+
+    asyncio.run(run())
+
+
+def test_terminal_never_opens_stderr(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+
+    async def run() -> tuple[int, int, int]:
+        io = await ProcessIO.open("", f"file://{out}", str(tmp_path / "no-stderr-fifo"), True,
+                                  iter(range(1, 10)).__next__)
+        ids = io.stream_ids
+        await io.close()
+        return ids
+
+    assert asyncio.run(run()) == (0, 1, 0)
