@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import statistics
 import sys
 import time
 
 from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE, DEMO_IMAGE_TAR
-
-RUNTIMES = {"runc": "io.containerd.runc.v2", "bulkhead": "io.containerd.bulkhead.v2"}
+from bulkhead.devenv.demo import DEMO_IMAGE
+from runtime_comparison import compare
 
 
 def time_execs(ctd: PrivateContainerd, cid: str, n: int) -> list[float]:
@@ -43,23 +41,11 @@ def measure(ctd: PrivateContainerd, runtime: str, n: int) -> list[float]:
 
 
 def main() -> int:
-    """Both runtimes against one private containerd; print medians and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="execs per runtime")
     parser.add_argument("--containerd-version", default="1.7")
     args = parser.parse_args()
-    ctd = PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=args.containerd_version)
-    with ctd:
-        ctd.import_image(DEMO_IMAGE_TAR)
-        print(f"ctr task exec <container> true, containerd {args.containerd_version}, "
-              f"n={args.n} each")
-        medians = {}
-        for name, runtime in RUNTIMES.items():
-            times = measure(ctd, runtime, args.n)
-            medians[name] = statistics.median(times)
-            print(f"  {name:9s} median {medians[name]:.3f} s  "
-                  f"min {min(times):.3f}  max {max(times):.3f}")
-        print(f"  ratio bulkhead/runc: {medians['bulkhead'] / medians['runc']:.2f}x")
+    compare("ctr task exec <container> true", measure, args.n, args.containerd_version)
     return 0
 
 

@@ -33,6 +33,7 @@ class Process:
     exited: asyncio.Future[ExitInfo] | None = None
     finished: asyncio.Task[ExitInfo] | None = None
     oom_kills: int = 0  # the container cgroup's oom_kill count when this process was reaped
+    output_marks: dict[int, int] | None = None  # stream -> its length at the exit
 
     @property
     def name(self) -> str:
@@ -62,14 +63,15 @@ class Process:
 
     async def _finish(self, exited: asyncio.Future[ExitInfo],
                       on_exit: Callable[[], None] | None) -> ExitInfo:
-        """The exit, delivered only after the stdout/stderr pumps sent everything and EOF."""
+        """The exit, delivered only after the process's own output went out on the channel."""
         info = await exited
         if on_exit is not None:
             try:
                 on_exit()
             except Exception:  # the exit itself must still be reported
                 log.exception("after the exit of %s", self.name)
-        await self.io.wait_output()
+        self.output_marks = self.io.exit_marks()
+        await self.io.wait_output(self.output_marks)
         return info
 
     async def wait(self) -> ExitInfo:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+from bulkhead.stdio.pump import Progress, pump_fd_to_stream, pump_stream_to_fd
 
 from bulkhead_agent.errors import FailedPrecondition
 
@@ -36,6 +36,27 @@ class Streams:
 
 
 @dataclass
+class OutputPump:
+    """One output pipe (or pty master) being copied to its stream."""
+
+    stream: int
+    fd: int  # owned by the task, open while it runs
+    progress: Progress
+    task: asyncio.Task[None]
+
+    def exit_mark(self) -> int:
+        """The stream's length once what the exited process wrote is sent: read + still queued."""
+        queued = 0
+        if not self.task.done():
+            try:
+                queued = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD,
+                                                        b"\0\0\0\0"))[0]
+            except OSError:
+                queued = 0
+        return self.progress.taken + queued
+
+
+@dataclass
 class ProcessIO:
     """Pipes of one process: `child` ends go to crun, the agent keeps the other ends."""
 
@@ -47,7 +68,7 @@ class ProcessIO:
     stderr_fd: int | None = None
     console_fd: int | None = None  # the pty master, kept for ResizePty
     input_pump: asyncio.Task[None] | None = None
-    output_pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    output_pumps: list[OutputPump] = field(default_factory=list)
 
     @classmethod
     def open(cls, streams: Streams, terminal: bool = False) -> ProcessIO:
@@ -103,18 +124,30 @@ class ProcessIO:
         """
         if self.stdout_fd is not None:
             fd, self.stdout_fd = self.stdout_fd, None
-            self.output_pumps.append(_owning(_output(channel, fd, self.streams.stdout), fd))
+            self._start_output(channel, fd, self.streams.stdout)
         if self.stderr_fd is not None:
             fd, self.stderr_fd = self.stderr_fd, None
-            self.output_pumps.append(_owning(_output(channel, fd, self.streams.stderr), fd))
+            self._start_output(channel, fd, self.streams.stderr)
         if self.stdin_fd is not None:
             fd, self.stdin_fd = self.stdin_fd, None
             self.input_pump = _owning(_input(channel, self.streams.stdin, fd), fd)
 
-    async def wait_output(self) -> None:
-        """Return once every output pump sent all its data and its EOF frame (or failed)."""
-        if self.output_pumps:
-            await asyncio.gather(*self.output_pumps, return_exceptions=True)
+    def _start_output(self, channel: DataChannel, fd: int, stream: int) -> None:
+        progress = Progress()
+        task = _owning(_output(channel, fd, stream, progress), fd)
+        self.output_pumps.append(OutputPump(stream, fd, progress, task))
+
+    def exit_marks(self) -> dict[int, int]:
+        """Per output stream, its length up to the process's exit (call when it was reaped)."""
+        return {pump.stream: pump.exit_mark() for pump in self.output_pumps}
+
+    async def wait_output(self, marks: dict[int, int] | None = None) -> None:
+        """Return once every output pump sent what `marks` say (all of it and EOF if None)."""
+        for pump in self.output_pumps:
+            if marks is None:
+                await asyncio.gather(pump.task, return_exceptions=True)
+            else:
+                await pump.progress.reach(marks.get(pump.stream, 0))
 
     async def close_stdin(self) -> None:
         """Wait until the stdin stream's EOF was written through, the pipe then being closed."""
@@ -126,7 +159,7 @@ class ProcessIO:
 
     def close(self) -> None:
         """Cancel every pump and close every fd still held (container removal, failures)."""
-        for task in (*self.output_pumps, self.input_pump):
+        for task in (*(p.task for p in self.output_pumps), self.input_pump):
             if task is not None and not task.done():
                 task.cancel()
         self.close_child_ends()
@@ -151,10 +184,10 @@ def _owning(coro: Coroutine[Any, Any, None], fd: int) -> asyncio.Task[None]:
     return task
 
 
-async def _output(channel: DataChannel, fd: int, stream: int) -> None:
+async def _output(channel: DataChannel, fd: int, stream: int, progress: Progress) -> None:
     """Pump one output pipe to its stream (all data, then EOF)."""
     try:
-        await pump_fd_to_stream(channel, fd, stream)
+        await pump_fd_to_stream(channel, fd, stream, progress)
     except Exception as exc:
         log.warning("stdio stream %d: output pump stopped: %s", stream, exc)
         raise

@@ -123,7 +123,11 @@ class AgentService:
         proc = await self.supervisor.wait(req.container_id, req.exec_id)
         info = proc.exit
         assert info is not None
-        resp = agent_pb2.WaitProcessResponse(exit_status=info.status, oom_kills=proc.oom_kills)
+        marks = proc.output_marks or {}
+        streams = proc.io.streams
+        resp = agent_pb2.WaitProcessResponse(
+            exit_status=info.status, oom_kills=proc.oom_kills,
+            stdout_bytes=marks.get(streams.stdout, 0), stderr_bytes=marks.get(streams.stderr, 0))
         resp.exited_at.FromNanoseconds(info.exited_at_ns)
         return resp
 

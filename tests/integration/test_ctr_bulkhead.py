@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import os
-import secrets
 import subprocess
 import time
 from pathlib import Path
@@ -15,11 +14,9 @@ from pathlib import Path
 import pytest
 from bulkhead.devenv import procs
 from bulkhead.devenv.containerd import PrivateContainerd
-from leaks import is_qemu
+from ctrtools import GUEST, RUNTIME, qemu_pids, run, task_row, uid, wait_status
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]
-RUNTIME = "io.containerd.bulkhead.v2"
-GUEST = Path(os.environ.get("BULKHEAD_GUEST_DIR") or "/usr/local/share/bulkhead/guest")
 
 
 @pytest.fixture(autouse=True)
@@ -27,39 +24,6 @@ def _guest_image() -> None:
     if not (GUEST / "vmlinuz").is_file():
         pytest.fail(f"no guest image in {GUEST} (run `make install`)")
 
-
-def uid(prefix: str) -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
-
-
-def run(ctd: PrivateContainerd, image: str, *cmd: str, opts: tuple[str, ...] = (),
-        timeout: float = 120) -> tuple[int, str, str]:
-    """`ctr run --rm` with Bulkhead; returns (exit code, stdout, stderr)."""
-    res = ctd.ctr("run", "--runtime", RUNTIME, "--rm", *opts, image, uid("t"), *cmd,
-                  check=False, timeout=timeout)
-    return res.returncode, res.stdout, res.stderr
-
-
-def qemu_pids() -> set[int]:
-    return {p.pid for p in procs.processes() if is_qemu(p)}
-
-
-def task_row(ctd: PrivateContainerd, cid: str) -> list[str] | None:
-    for line in ctd.ctr("tasks", "ls").stdout.splitlines()[1:]:
-        fields = line.split()
-        if fields and fields[0] == cid:
-            return fields
-    return None
-
-
-def wait_status(ctd: PrivateContainerd, cid: str, status: str, timeout: float = 60) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while True:
-        row = task_row(ctd, cid)
-        if row is not None and row[2] == status:
-            return row
-        assert time.monotonic() < deadline, f"{cid} never became {status}: {row}"
-        time.sleep(0.2)
 
 
 def test_stdout_stderr_and_guest_kernel(containerd: PrivateContainerd, demo_image: str,

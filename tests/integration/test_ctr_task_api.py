@@ -61,6 +61,12 @@ def test_exec_output_status_events_and_errors(containerd: PrivateContainerd, dem
                                                     exec_id=f"p{n}"), range(3)))
         assert [(r.returncode, r.stdout) for r in results] == [(n, f"par-{n}\n") for n in range(3)]
 
+        # A child that outlives the exec and keeps its stdout open does not hold up its exit.
+        t0 = time.monotonic()
+        res = exec_(containerd, cid, "sh", "-c", "sleep 300 & echo parent-done", exec_id="bg")
+        assert (res.returncode, res.stdout) == (0, "parent-done\n"), res.stderr
+        assert time.monotonic() - t0 < 20
+
         ps = containerd.ctr("tasks", "ps", cid).stdout.splitlines()[1:]
         assert len(ps) >= 2  # the init shell and its sleep: guest processes
     evs = [(e.topic, e.body.get("exec_id") or e.body.get("id")) for e in events.events(cid)

@@ -425,3 +425,22 @@ def test_shutdown_stops_a_development_agent(tmp_path: Path) -> None:
         assert "shutdown requested" in ag.log()
     finally:
         stop_agent(ag)
+
+
+def test_exit_does_not_wait_for_a_child_that_keeps_stdout(agent: AgentProcess) -> None:
+    """The exit carries the stream length up to it; a surviving child holds the pipe open."""
+    bundle = agent.bundle("bg", "sleep 3 &\nprintf done\n")
+
+    async def run() -> None:
+        async with shim(agent) as s:
+            await s.create("bg", bundle, stdout=10)
+            out = asyncio.ensure_future(s.drain(10))
+            await s.start("bg")
+            t0 = time.monotonic()
+            resp = await asyncio.wait_for(s.wait("bg"), 10)
+            assert time.monotonic() - t0 < 2.5 and not out.done()
+            assert (resp.exit_status, resp.stdout_bytes) == (0, 4)
+            assert await asyncio.wait_for(out, 10) == b"done"  # the child's EOF comes later
+            await s.remove("bg")
+
+    asyncio.run(run())

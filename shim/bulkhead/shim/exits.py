@@ -44,18 +44,21 @@ class ExitReporter:
         """Wait for the guest exit, then for every output byte to reach the host sink."""
         agent = self.sandbox.agent
         oom_kills = 0
+        marks: dict[int, int] | None = None  # None: the guest is gone, wait for every EOF
         try:
             if agent is None:
                 raise ConnectionError(f"sandbox {self.sandbox.id} has no agent")
             resp = await agent.wait_process(container.id, proc.exec_id)
             exit_ = Exit(resp.exit_status, resp.exited_at)
             oom_kills = resp.oom_kills
+            _, out, err = proc.io.stream_ids
+            marks = {out: resp.stdout_bytes, err: resp.stderr_bytes}
         except (TtrpcError, ConnectionError) as exc:
             exit_ = Exit.now(KILLED)
             reason = self.sandbox.dead or str(exc)
             log.error("%s: exit reported as %d: the guest could not report it (%s)",
                       proc.name, KILLED, reason)
-        await proc.io.drain_output()
+        await proc.io.drain_output(marks)
         self.publish_oom(container, oom_kills)
         if not proc.exec_id:
             await self._execs_exited(container)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Callable
 
 from google.protobuf import any_pb2, empty_pb2
+from google.protobuf.message import Message
 
 from bulkhead.proto import events_pb2, task_pb2
 from bulkhead.sandbox.agent_client import AgentClient
@@ -39,23 +40,29 @@ class ResourceCalls:
 
     async def pause(self, req: task_pb2.PauseRequest) -> empty_pb2.Empty:
         """Freeze every process of the container (guest cgroup freezer)."""
-        container, agent = self._running(req.id, "pause")
-        if container.paused:
-            raise TtrpcError(Code.FAILED_PRECONDITION, f"container {req.id} is already paused")
-        await agent.pause(req.id)
-        container.paused = True
-        self.events.publish("/tasks/paused", events_pb2.TaskPaused(container_id=req.id))
+        await self._set_frozen(req.id, True)
         return empty_pb2.Empty()
 
     async def resume(self, req: task_pb2.ResumeRequest) -> empty_pb2.Empty:
         """Thaw a paused container."""
-        container, agent = self._running(req.id, "resume")
-        if not container.paused:
-            raise TtrpcError(Code.FAILED_PRECONDITION, f"container {req.id} is not paused")
-        await agent.resume(req.id)
-        container.paused = False
-        self.events.publish("/tasks/resumed", events_pb2.TaskResumed(container_id=req.id))
+        await self._set_frozen(req.id, False)
         return empty_pb2.Empty()
+
+    async def _set_frozen(self, task_id: str, frozen: bool) -> None:
+        """Pause or resume through the agent, then publish /tasks/paused or /tasks/resumed."""
+        action = "pause" if frozen else "resume"
+        container, agent = self._running(task_id, action)
+        if container.paused == frozen:
+            state = "already paused" if frozen else "not paused"
+            raise TtrpcError(Code.FAILED_PRECONDITION, f"container {task_id} is {state}")
+        if frozen:
+            await agent.pause(task_id)
+            event: Message = events_pb2.TaskPaused(container_id=task_id)
+        else:
+            await agent.resume(task_id)
+            event = events_pb2.TaskResumed(container_id=task_id)
+        container.paused = frozen
+        self.events.publish(f"/tasks/{action}d", event)
 
     async def update(self, req: task_pb2.UpdateTaskRequest) -> empty_pb2.Empty:
         """New limits (OCI LinuxResources JSON) for the container's guest cgroup."""

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
 from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import pump_stream_to_fd
+from bulkhead.stdio.pump import Progress, pump_stream_to_fd
 from bulkhead.stdio.stdin_fifo import StdinError, StdinFifo
 
 
@@ -72,6 +72,7 @@ class ProcessIO:
     stream_ids: tuple[int, int, int] = (0, 0, 0)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    progress: dict[int, Progress] = field(default_factory=dict)  # per output stream
 
     @classmethod
     async def open(cls, stdin: str, stdout: str, stderr: str, terminal: bool,
@@ -119,7 +120,9 @@ class ProcessIO:
         for sink, stream in ((self.stdout, self.stream_ids[1]), (self.stderr, self.stream_ids[2])):
             if sink is not None:
                 channel.inbound(stream)
-                task = asyncio.create_task(pump_stream_to_fd(channel, stream, sink.fd, on_data))
+                progress = self.progress[stream] = Progress()
+                task = asyncio.create_task(pump_stream_to_fd(channel, stream, sink.fd, on_data,
+                                                             progress))
                 self.output_tasks.append(task)
 
     def start_input(self, channel: DataChannel) -> None:
@@ -127,10 +130,14 @@ class ProcessIO:
         if self.stdin is not None:
             self.tasks.append(asyncio.create_task(self.stdin.pump(channel, self.stream_ids[0])))
 
-    async def drain_output(self) -> None:
-        """Wait until all output reached the host sinks (EOF seen on every stream)."""
-        if self.output_tasks:
-            await asyncio.gather(*self.output_tasks, return_exceptions=True)
+    async def drain_output(self, marks: dict[int, int] | None = None) -> None:
+        """Wait until the sinks took what marks say per stream (everything, to EOF, if None)."""
+        if marks is None:
+            if self.output_tasks:
+                await asyncio.gather(*self.output_tasks, return_exceptions=True)
+            return
+        for stream, progress in self.progress.items():
+            await progress.reach(marks.get(stream, 0))
 
     def close_stdin(self) -> None:
         """CloseIO(stdin)."""

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from bulkhead.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
 
@@ -58,38 +59,74 @@ async def write_fd(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int) -> None:
+@dataclass
+class Progress:
+    """How far a pump got, so an exit can wait for exactly its process's bytes, not for an EOF
+    that a surviving child holding the same pipe may never send."""
+
+    taken: int = 0  # bytes read from the source
+    done: int = 0  # bytes passed on: sent on the stream, or written to (or dropped for) the sink
+    finished: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        self._changed.set()
+
+    def finish(self) -> None:
+        self.finished = True
+        self._changed.set()
+
+    async def reach(self, total: int) -> None:
+        """Return once `total` bytes were passed on, or the pump ended."""
+        while self.done < total and not self.finished:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int,
+                            progress: Progress | None = None) -> None:
     """Send everything read from fd until EOF, then the stream's EOF frame."""
+    progress = progress or Progress()
     try:
         while True:
             data = await read_fd(fd)
             if not data:
                 break
+            progress.taken += len(data)
             await channel.send(stream, data)
+            progress.advance(len(data))
     finally:
         with contextlib.suppress(ChannelClosed):
             await channel.send_eof(stream)
+        progress.finish()
 
 
 async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,
-                            on_data: Callable[[int], None] | None = None) -> None:
+                            on_data: Callable[[int], None] | None = None,
+                            progress: Progress | None = None) -> None:
     """Write a stream into fd until its EOF, granting credit only once bytes are written.
 
     If the sink goes away (EPIPE; EIO from a pty whose other side closed) the rest is drained
     and discarded so the producer never hangs.
     """
+    progress = progress or Progress()
     sink_gone = False
-    while True:
-        chunk = await channel.read(stream)
-        if not chunk:
-            return
-        if on_data is not None:
-            on_data(len(chunk))
-        if not sink_gone:
-            try:
-                await write_fd(fd, chunk)
-            except OSError as exc:
-                if exc.errno not in (errno.EPIPE, errno.EIO):
-                    raise
-                sink_gone = True
-        await channel.grant(stream, len(chunk))
+    try:
+        while True:
+            chunk = await channel.read(stream)
+            if not chunk:
+                return
+            if on_data is not None:
+                on_data(len(chunk))
+            if not sink_gone:
+                try:
+                    await write_fd(fd, chunk)
+                except OSError as exc:
+                    if exc.errno not in (errno.EPIPE, errno.EIO):
+                        raise
+                    sink_gone = True
+            progress.advance(len(chunk))
+            await channel.grant(stream, len(chunk))
+    finally:
+        progress.finish()
