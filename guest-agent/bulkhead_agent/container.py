@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal as signals
@@ -17,10 +16,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from bulkhead.wire_checks import check_id, parse_process_spec
+from bulkhead.wire_checks import check_id, parse_process_spec, to_json
 
 from bulkhead_agent import cgroup
-from bulkhead_agent.console import ConsoleSocket
 from bulkhead_agent.crun import Crun
 from bulkhead_agent.errors import (
     AlreadyExists,
@@ -36,6 +34,8 @@ from bulkhead_agent.reaper import Reaper
 
 if TYPE_CHECKING:
     from bulkhead.stdio.channel import DataChannel
+
+    from bulkhead_agent.console import ConsoleSocket
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,8 @@ class Supervisor:
         console: ConsoleSocket | None = None
         argv = list(args)
         if io.console_wanted:
+            from bulkhead_agent.console import ConsoleSocket  # terminals only: keep boot lean
+
             console = ConsoleSocket(os.path.join(workdir, "console.sock"))
             console.start()
             argv += ["--console-socket", console.path]
@@ -224,7 +226,7 @@ class Supervisor:
         spec["terminal"] = terminal
         spec_path = os.path.join(ctr.workdir, f"exec-{exec_id}.json")
         with open(spec_path, "w") as f:
-            json.dump(spec, f)
+            f.write(to_json(spec))
         try:
             io = ProcessIO.open(streams, terminal)
         except BaseException:

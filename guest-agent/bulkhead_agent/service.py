@@ -7,7 +7,7 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bulkhead.proto import agent_pb2
 from bulkhead.ttrpc import Code, TtrpcError
@@ -17,9 +17,11 @@ from google.protobuf.message import Message
 from bulkhead_agent import __version__
 from bulkhead_agent.bootinfo import BootInfo, uptime
 from bulkhead_agent.container import Supervisor
-from bulkhead_agent.control import ContainerControl
 from bulkhead_agent.errors import AgentError
 from bulkhead_agent.procio import Streams
+
+if TYPE_CHECKING:
+    from bulkhead_agent.control import ContainerControl
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,15 @@ class AgentService:
     def __init__(self, supervisor: Supervisor, boot: BootInfo,
                  power_off: Callable[[], None]) -> None:
         self.supervisor = supervisor
-        self.control = ContainerControl(supervisor)
         self.boot = boot
         self.power_off = power_off
+
+    @functools.cached_property
+    def control(self) -> ContainerControl:
+        """Pause/update/stats, imported on first use: every import slows the agent's TCG boot."""
+        from bulkhead_agent.control import ContainerControl
+
+        return ContainerControl(self.supervisor)
 
     def methods(self) -> dict[str, tuple[type[Message], Callable[[Any], Awaitable[Message]]]]:
         """The method table for bulkhead.ttrpc.Server.register(SERVICE, ...)."""
@@ -184,7 +192,8 @@ class AgentService:
     async def container_stats(self, req: agent_pb2.ContainerRequest
                               ) -> agent_pb2.ContainerStatsResponse:
         """cgroup v2 metrics of the container."""
-        return agent_pb2.ContainerStatsResponse(metrics=self.control.stats(req.container_id))
+        metrics = self.control.stats(req.container_id)
+        return agent_pb2.ContainerStatsResponse(metrics=metrics.SerializeToString())
 
     @rpc("WaitOOM")
     async def wait_oom(self, req: empty_pb2.Empty) -> agent_pb2.OOMEvent:

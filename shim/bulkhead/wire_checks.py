@@ -7,7 +7,6 @@ Each side turns the ValueError into its own InvalidArgument.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 MAX_ID_LENGTH = 255
@@ -26,6 +25,8 @@ def parse_process_spec(raw: bytes, what: str) -> dict[str, Any]:
     """The OCI Process JSON of an exec, checked for what crun needs; ValueError otherwise."""
     if len(raw) > MAX_PROCESS_SPEC:
         raise ValueError(f"{what}: process spec of {len(raw)} bytes exceeds {MAX_PROCESS_SPEC}")
+    import json  # here, not at the top: the agent imports this module during its TCG boot
+
     try:
         spec = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -39,3 +40,10 @@ def parse_process_spec(raw: bytes, what: str) -> dict[str, Any]:
         if key in spec and not isinstance(spec[key], kind):
             raise ValueError(f"{what}: process.{key} must be a JSON {kind.__name__}")
     return spec
+
+
+def to_json(value: Any) -> str:
+    """JSON text of a checked spec (json imported on first use, as above)."""
+    import json
+
+    return json.dumps(value)

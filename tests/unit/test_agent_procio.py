@@ -87,7 +87,7 @@ def test_close_cancels_pumps_and_releases_fds(before_first_step: bool) -> None:
         if not before_first_step:
             await asyncio.sleep(0.05)
         io.close()
-        await asyncio.gather(*io.output_pumps, *(p for p in [io.input_pump] if p),
+        await asyncio.gather(*(p.task for p in io.output_pumps), *(p for p in [io.input_pump] if p),
                              return_exceptions=True)
         assert not any(is_open(fd) for fd in ours if fd is not None)
         await agent.close()

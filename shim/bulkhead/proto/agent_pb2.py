@@ -24,60 +24,59 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from bulkhead.proto import cgroups_v2_pb2 as cgroups__v2__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\x11\x62ulkhead.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x10\x63groups_v2.proto\"\x0e\n\x0c\x43heckRequest\"\xa5\x01\n\rCheckResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x19\n\x11init_start_uptime\x18\x03 \x01(\x01\x12\x1a\n\x12switch_root_uptime\x18\x04 \x01(\x01\x12\x1a\n\x12\x61gent_start_uptime\x18\x05 \x01(\x01\x12\x12\n\nnow_uptime\x18\x06 \x01(\x01\"=\n\x0cStdioStreams\x12\r\n\x05stdin\x18\x01 \x01(\r\x12\x0e\n\x06stdout\x18\x02 \x01(\r\x12\x0e\n\x06stderr\x18\x03 \x01(\r\"\x80\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x8e\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\x12\x0f\n\x07process\x18\x05 \x01(\x0c\"<\n\x13StartProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x98\x01\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toom_kills\x18\x03 \x01(\x04\x12\x14\n\x0cstdout_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\x05 \x01(\x04\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"X\n\x10ResizePtyRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"=\n\x14\x44\x65leteProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\'\n\x0fListPidsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"*\n\nProcessPid\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"D\n\x10ListPidsResponse\x12\x30\n\tprocesses\x18\x01 \x03(\x0b\x32\x1d.bulkhead.agent.v1.ProcessPid\"(\n\x10\x43ontainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"A\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x01(\x0c\"L\n\x16\x43ontainerStatsResponse\x12\x32\n\x07metrics\x18\x01 \x01(\x0b\x32!.io.containerd.cgroups.v2.Metrics\"3\n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\toom_kills\x18\x02 \x01(\x04\".\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\x82\x0b\n\x05\x41gent\x12J\n\x05\x43heck\x12\x1f.bulkhead.agent.v1.CheckRequest\x1a .bulkhead.agent.v1.CheckResponse\x12h\n\x0f\x43reateContainer\x12).bulkhead.agent.v1.CreateContainerRequest\x1a*.bulkhead.agent.v1.CreateContainerResponse\x12L\n\x0b\x45xecProcess\x12%.bulkhead.agent.v1.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cStartProcess\x12&.bulkhead.agent.v1.StartProcessRequest\x1a\'.bulkhead.agent.v1.StartProcessResponse\x12\\\n\x0bWaitProcess\x12%.bulkhead.agent.v1.WaitProcessRequest\x1a&.bulkhead.agent.v1.WaitProcessResponse\x12P\n\rSignalProcess\x12\'.bulkhead.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12J\n\nCloseStdin\x12$.bulkhead.agent.v1.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12H\n\tResizePty\x12#.bulkhead.agent.v1.ResizePtyRequest\x1a\x16.google.protobuf.Empty\x12P\n\rDeleteProcess\x12\'.bulkhead.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.Empty\x12S\n\x08ListPids\x12\".bulkhead.agent.v1.ListPidsRequest\x1a#.bulkhead.agent.v1.ListPidsResponse\x12M\n\x0ePauseContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0fResumeContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0fUpdateContainer\x12).bulkhead.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0e\x43ontainerStats\x12#.bulkhead.agent.v1.ContainerRequest\x1a).bulkhead.agent.v1.ContainerStatsResponse\x12>\n\x07WaitOOM\x12\x16.google.protobuf.Empty\x1a\x1b.bulkhead.agent.v1.OOMEvent\x12T\n\x0fRemoveContainer\x12).bulkhead.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12:\n\x08Shutdown\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\x11\x62ulkhead.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n\x0c\x43heckRequest\"\xa5\x01\n\rCheckResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x19\n\x11init_start_uptime\x18\x03 \x01(\x01\x12\x1a\n\x12switch_root_uptime\x18\x04 \x01(\x01\x12\x1a\n\x12\x61gent_start_uptime\x18\x05 \x01(\x01\x12\x12\n\nnow_uptime\x18\x06 \x01(\x01\"=\n\x0cStdioStreams\x12\r\n\x05stdin\x18\x01 \x01(\r\x12\x0e\n\x06stdout\x18\x02 \x01(\r\x12\x0e\n\x06stderr\x18\x03 \x01(\r\"\x80\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x8e\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\x12\x0f\n\x07process\x18\x05 \x01(\x0c\"<\n\x13StartProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x98\x01\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toom_kills\x18\x03 \x01(\x04\x12\x14\n\x0cstdout_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\x05 \x01(\x04\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"X\n\x10ResizePtyRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"=\n\x14\x44\x65leteProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\'\n\x0fListPidsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"*\n\nProcessPid\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"D\n\x10ListPidsResponse\x12\x30\n\tprocesses\x18\x01 \x03(\x0b\x32\x1d.bulkhead.agent.v1.ProcessPid\"(\n\x10\x43ontainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"A\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x01(\x0c\")\n\x16\x43ontainerStatsResponse\x12\x0f\n\x07metrics\x18\x01 \x01(\x0c\"3\n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\toom_kills\x18\x02 \x01(\x04\".\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t2\x82\x0b\n\x05\x41gent\x12J\n\x05\x43heck\x12\x1f.bulkhead.agent.v1.CheckRequest\x1a .bulkhead.agent.v1.CheckResponse\x12h\n\x0f\x43reateContainer\x12).bulkhead.agent.v1.CreateContainerRequest\x1a*.bulkhead.agent.v1.CreateContainerResponse\x12L\n\x0b\x45xecProcess\x12%.bulkhead.agent.v1.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cStartProcess\x12&.bulkhead.agent.v1.StartProcessRequest\x1a\'.bulkhead.agent.v1.StartProcessResponse\x12\\\n\x0bWaitProcess\x12%.bulkhead.agent.v1.WaitProcessRequest\x1a&.bulkhead.agent.v1.WaitProcessResponse\x12P\n\rSignalProcess\x12\'.bulkhead.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12J\n\nCloseStdin\x12$.bulkhead.agent.v1.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12H\n\tResizePty\x12#.bulkhead.agent.v1.ResizePtyRequest\x1a\x16.google.protobuf.Empty\x12P\n\rDeleteProcess\x12\'.bulkhead.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.Empty\x12S\n\x08ListPids\x12\".bulkhead.agent.v1.ListPidsRequest\x1a#.bulkhead.agent.v1.ListPidsResponse\x12M\n\x0ePauseContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0fResumeContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0fUpdateContainer\x12).bulkhead.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0e\x43ontainerStats\x12#.bulkhead.agent.v1.ContainerRequest\x1a).bulkhead.agent.v1.ContainerStatsResponse\x12>\n\x07WaitOOM\x12\x16.google.protobuf.Empty\x1a\x1b.bulkhead.agent.v1.OOMEvent\x12T\n\x0fRemoveContainer\x12).bulkhead.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12:\n\x08Shutdown\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agent_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKREQUEST']._serialized_start=114
-  _globals['_CHECKREQUEST']._serialized_end=128
-  _globals['_CHECKRESPONSE']._serialized_start=131
-  _globals['_CHECKRESPONSE']._serialized_end=296
-  _globals['_STDIOSTREAMS']._serialized_start=298
-  _globals['_STDIOSTREAMS']._serialized_end=359
-  _globals['_CREATECONTAINERREQUEST']._serialized_start=362
-  _globals['_CREATECONTAINERREQUEST']._serialized_end=490
-  _globals['_CREATECONTAINERRESPONSE']._serialized_start=492
-  _globals['_CREATECONTAINERRESPONSE']._serialized_end=530
-  _globals['_EXECPROCESSREQUEST']._serialized_start=533
-  _globals['_EXECPROCESSREQUEST']._serialized_end=675
-  _globals['_STARTPROCESSREQUEST']._serialized_start=677
-  _globals['_STARTPROCESSREQUEST']._serialized_end=737
-  _globals['_STARTPROCESSRESPONSE']._serialized_start=739
-  _globals['_STARTPROCESSRESPONSE']._serialized_end=774
-  _globals['_WAITPROCESSREQUEST']._serialized_start=776
-  _globals['_WAITPROCESSREQUEST']._serialized_end=835
-  _globals['_WAITPROCESSRESPONSE']._serialized_start=838
-  _globals['_WAITPROCESSRESPONSE']._serialized_end=990
-  _globals['_SIGNALPROCESSREQUEST']._serialized_start=992
-  _globals['_SIGNALPROCESSREQUEST']._serialized_end=1082
-  _globals['_CLOSESTDINREQUEST']._serialized_start=1084
-  _globals['_CLOSESTDINREQUEST']._serialized_end=1142
-  _globals['_RESIZEPTYREQUEST']._serialized_start=1144
-  _globals['_RESIZEPTYREQUEST']._serialized_end=1232
-  _globals['_DELETEPROCESSREQUEST']._serialized_start=1234
-  _globals['_DELETEPROCESSREQUEST']._serialized_end=1295
-  _globals['_LISTPIDSREQUEST']._serialized_start=1297
-  _globals['_LISTPIDSREQUEST']._serialized_end=1336
-  _globals['_PROCESSPID']._serialized_start=1338
-  _globals['_PROCESSPID']._serialized_end=1380
-  _globals['_LISTPIDSRESPONSE']._serialized_start=1382
-  _globals['_LISTPIDSRESPONSE']._serialized_end=1450
-  _globals['_CONTAINERREQUEST']._serialized_start=1452
-  _globals['_CONTAINERREQUEST']._serialized_end=1492
-  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1494
-  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1559
-  _globals['_CONTAINERSTATSRESPONSE']._serialized_start=1561
-  _globals['_CONTAINERSTATSRESPONSE']._serialized_end=1637
-  _globals['_OOMEVENT']._serialized_start=1639
-  _globals['_OOMEVENT']._serialized_end=1690
-  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1692
-  _globals['_REMOVECONTAINERREQUEST']._serialized_end=1738
-  _globals['_AGENT']._serialized_start=1741
-  _globals['_AGENT']._serialized_end=3151
+  _globals['_CHECKREQUEST']._serialized_start=96
+  _globals['_CHECKREQUEST']._serialized_end=110
+  _globals['_CHECKRESPONSE']._serialized_start=113
+  _globals['_CHECKRESPONSE']._serialized_end=278
+  _globals['_STDIOSTREAMS']._serialized_start=280
+  _globals['_STDIOSTREAMS']._serialized_end=341
+  _globals['_CREATECONTAINERREQUEST']._serialized_start=344
+  _globals['_CREATECONTAINERREQUEST']._serialized_end=472
+  _globals['_CREATECONTAINERRESPONSE']._serialized_start=474
+  _globals['_CREATECONTAINERRESPONSE']._serialized_end=512
+  _globals['_EXECPROCESSREQUEST']._serialized_start=515
+  _globals['_EXECPROCESSREQUEST']._serialized_end=657
+  _globals['_STARTPROCESSREQUEST']._serialized_start=659
+  _globals['_STARTPROCESSREQUEST']._serialized_end=719
+  _globals['_STARTPROCESSRESPONSE']._serialized_start=721
+  _globals['_STARTPROCESSRESPONSE']._serialized_end=756
+  _globals['_WAITPROCESSREQUEST']._serialized_start=758
+  _globals['_WAITPROCESSREQUEST']._serialized_end=817
+  _globals['_WAITPROCESSRESPONSE']._serialized_start=820
+  _globals['_WAITPROCESSRESPONSE']._serialized_end=972
+  _globals['_SIGNALPROCESSREQUEST']._serialized_start=974
+  _globals['_SIGNALPROCESSREQUEST']._serialized_end=1064
+  _globals['_CLOSESTDINREQUEST']._serialized_start=1066
+  _globals['_CLOSESTDINREQUEST']._serialized_end=1124
+  _globals['_RESIZEPTYREQUEST']._serialized_start=1126
+  _globals['_RESIZEPTYREQUEST']._serialized_end=1214
+  _globals['_DELETEPROCESSREQUEST']._serialized_start=1216
+  _globals['_DELETEPROCESSREQUEST']._serialized_end=1277
+  _globals['_LISTPIDSREQUEST']._serialized_start=1279
+  _globals['_LISTPIDSREQUEST']._serialized_end=1318
+  _globals['_PROCESSPID']._serialized_start=1320
+  _globals['_PROCESSPID']._serialized_end=1362
+  _globals['_LISTPIDSRESPONSE']._serialized_start=1364
+  _globals['_LISTPIDSRESPONSE']._serialized_end=1432
+  _globals['_CONTAINERREQUEST']._serialized_start=1434
+  _globals['_CONTAINERREQUEST']._serialized_end=1474
+  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1476
+  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1541
+  _globals['_CONTAINERSTATSRESPONSE']._serialized_start=1543
+  _globals['_CONTAINERSTATSRESPONSE']._serialized_end=1584
+  _globals['_OOMEVENT']._serialized_start=1586
+  _globals['_OOMEVENT']._serialized_end=1637
+  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1639
+  _globals['_REMOVECONTAINERREQUEST']._serialized_end=1685
+  _globals['_AGENT']._serialized_start=1688
+  _globals['_AGENT']._serialized_end=3098
 # @@protoc_insertion_point(module_scope)

@@ -2,7 +2,6 @@ import datetime
 
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from bulkhead.proto import cgroups_v2_pb2 as _cgroups_v2_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -186,8 +185,8 @@ class UpdateContainerRequest(_message.Message):
 class ContainerStatsResponse(_message.Message):
     __slots__ = ("metrics",)
     METRICS_FIELD_NUMBER: _ClassVar[int]
-    metrics: _cgroups_v2_pb2.Metrics
-    def __init__(self, metrics: _Optional[_Union[_cgroups_v2_pb2.Metrics, _Mapping]] = ...) -> None: ...
+    metrics: bytes
+    def __init__(self, metrics: _Optional[bytes] = ...) -> None: ...
 
 class OOMEvent(_message.Message):
     __slots__ = ("container_id", "oom_kills")

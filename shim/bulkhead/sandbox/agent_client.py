@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from google.protobuf import empty_pb2
 
-from bulkhead.proto import agent_pb2, cgroups_v2_pb2
+from bulkhead.proto import agent_pb2
 from bulkhead.ttrpc import Client
 
 SERVICE = "bulkhead.agent.v1.Agent"
@@ -118,8 +118,8 @@ class AgentClient:
                                              resources=resources_json),
             empty_pb2.Empty)
 
-    async def stats(self, container_id: str) -> cgroups_v2_pb2.Metrics:
-        """cgroup v2 metrics of the container."""
+    async def stats(self, container_id: str) -> bytes:
+        """cgroup v2 metrics of the container (a serialized io.containerd.cgroups.v2.Metrics)."""
         resp = await self._client.call(SERVICE, "ContainerStats",
                                        agent_pb2.ContainerRequest(container_id=container_id),
                                        agent_pb2.ContainerStatsResponse)

@@ -90,8 +90,7 @@ class ResourceCalls:
             raise TtrpcError(Code.NOT_FOUND, f"container {req.id} is not running: no cgroup "
                                              "to read: not found")
         metrics = await agent.stats(req.id)
-        return task_pb2.StatsResponse(stats=any_pb2.Any(type_url=METRICS_TYPE,
-                                                        value=metrics.SerializeToString()))
+        return task_pb2.StatsResponse(stats=any_pb2.Any(type_url=METRICS_TYPE, value=metrics))
 
     async def checkpoint(self, req: task_pb2.CheckpointTaskRequest) -> empty_pb2.Empty:
         """CRIU inside a microVM is not supported; say so plainly."""
