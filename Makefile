@@ -1,5 +1,6 @@
 # Bulkhead developer / CI entry points. Everything runs as root on a Debian bookworm host.
-#   make install   host packages, containerd 1.7 + 2.1, venv + shim, demo image, guest image
+#   make install   host packages, containerd 1.7 + 2.1, venv + shim, demo image, guest image,
+#                  the VM template for the default size
 #   make demo      run one container through containerd with the Bulkhead runtime
 #   make test      lint + the whole test suite
 #   make lint      ruff + mypy
@@ -19,16 +20,16 @@ GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
 # Source trees linted and type-checked (only those that contain Python files are passed on).
-LINT_DIRS   := shim guest-agent packaging/guestimage
+LINT_DIRS   := shim guest-agent packaging/guestimage bench
 # Our own scripts without a .py suffix, linted explicitly.
 LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
 SRC_INPUTS  := pyproject.toml shim guest-agent cffi_build proto README.md
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
 
-.PHONY: install deps venv package links demo-image guest-image demo test pytest lint clean
+.PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean
 
-install: deps venv package links demo-image guest-image
+install: deps venv package links demo-image guest-image template
 
 deps:
 	bash packaging/host/install-deps
@@ -78,6 +79,10 @@ guest-image: package
 	else \
 	  echo "$(GUEST_BUILD) not present yet: no guest image built"; \
 	fi
+
+# The VM template for the default size (on tmpfs: rebuilt after a reboot, or on first need).
+template: guest-image links
+	$(BIN_DIR)/bulkhead template build
 
 # Uses the `bulkhead demo` CLI once it is installed, the devenv module until then.
 demo: install

@@ -14,7 +14,7 @@ import time
 
 from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.devenv.demo import DEMO_IMAGE
-from runtime_comparison import compare
+from runtime_comparison import Runtime, add_runtimes_option, compare, selected
 
 
 def time_execs(ctd: PrivateContainerd, cid: str, n: int) -> list[float]:
@@ -27,10 +27,10 @@ def time_execs(ctd: PrivateContainerd, cid: str, n: int) -> list[float]:
     return times
 
 
-def measure(ctd: PrivateContainerd, runtime: str, n: int) -> list[float]:
+def measure(ctd: PrivateContainerd, runtime: Runtime, n: int) -> list[float]:
     """Start one sleeping container with the runtime, exec into it n times, remove it."""
     cid = f"bench-{secrets.token_hex(4)}"
-    ctd.ctr("run", "--runtime", runtime, "-d", DEMO_IMAGE, cid, "sleep", "3600", timeout=120)
+    ctd.ctr("run", *runtime.run_args(), "-d", DEMO_IMAGE, cid, "sleep", "3600", timeout=120)
     try:
         time_execs(ctd, cid, 1)  # warm-up (first exec pays for page-cache misses)
         return time_execs(ctd, cid, n)
@@ -44,8 +44,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=20, help="execs per runtime")
     parser.add_argument("--containerd-version", default="1.7")
+    add_runtimes_option(parser, "runc,bulkhead")
     args = parser.parse_args()
-    compare("ctr task exec <container> true", measure, args.n, args.containerd_version)
+    compare("ctr task exec <container> true", measure, args.n, args.containerd_version,
+            selected(args.runtimes))
     return 0
 
 

@@ -2,30 +2,107 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import secrets
+import shutil
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
-from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.devenv.containerd import ContainerdError, PrivateContainerd
 from bulkhead.devenv.demo import DEMO_IMAGE_TAR
 
-RUNTIMES = {"runc": "io.containerd.runc.v2", "bulkhead": "io.containerd.bulkhead.v2"}
-Measure = Callable[[PrivateContainerd, str, int], list[float]]
+BULKHEAD = "io.containerd.bulkhead.v2"
+COLD_CONFIG = Path("/run/bulkhead-bench/cold.toml")  # written while a bench runs
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A runtime as the benchmarks run it: containerd's name plus a Bulkhead config file."""
+
+    name: str
+    type: str
+    config: str = ""
+
+    def run_args(self) -> list[str]:
+        """The ctr run options that select it."""
+        return ["--runtime", self.type] + (["--runtime-config-path", self.config]
+                                           if self.config else [])
+
+    @property
+    def is_bulkhead(self) -> bool:
+        return self.type == BULKHEAD
+
+
+RUNTIMES = {r.name: r for r in (Runtime("runc", "io.containerd.runc.v2"),
+                                Runtime("bulkhead", BULKHEAD),
+                                Runtime("bulkhead-cold", BULKHEAD, str(COLD_CONFIG)))}
+Measure = Callable[[PrivateContainerd, Runtime, int], list[float]]
+
+
+def add_runtimes_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """--runtimes runc,bulkhead,bulkhead-cold (bulkhead clones VMs from a template)."""
+    parser.add_argument("--runtimes", default=default,
+                        help=f"comma-separated, from {', '.join(RUNTIMES)} (default {default})")
+
+
+def selected(arg: str) -> dict[str, Runtime]:
+    """The runtimes named in --runtimes, in that order."""
+    names = [n.strip() for n in arg.split(",") if n.strip()]
+    unknown = [n for n in names if n not in RUNTIMES]
+    if unknown:
+        raise SystemExit(f"unknown runtimes {unknown}; known: {', '.join(RUNTIMES)}")
+    return {n: RUNTIMES[n] for n in names}
+
+
+@contextlib.contextmanager
+def bench_containerd(version: str) -> Iterator[PrivateContainerd]:
+    """A private containerd with the demo image imported; stopping it removes all it ran."""
+    COLD_CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    COLD_CONFIG.write_text('boot = "cold"\n')
+    try:
+        with PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=version) as ctd:
+            ctd.import_image(DEMO_IMAGE_TAR)
+            yield ctd
+    finally:
+        shutil.rmtree(COLD_CONFIG.parent, ignore_errors=True)
+
+
+def new_container_id() -> str:
+    """A fresh container id, so runs never collide with leftovers of earlier ones."""
+    return f"bench-{secrets.token_hex(4)}"
+
+
+def remove_container(ctd: PrivateContainerd, cid: str) -> None:
+    """Kill and delete a container's task and the container; quiet if already gone."""
+    for args in (("tasks", "kill", "-s", "KILL", cid), ("tasks", "rm", "-f", cid),
+                 ("containers", "rm", cid)):
+        with contextlib.suppress(ContainerdError):
+            ctd.ctr(*args, check=False)
+
+
+def ratio(values: dict[str, float]) -> str:
+    """Each Bulkhead variant over runc for one figure, as printed by every benchmark."""
+    if not values.get("runc"):
+        return "n/a"
+    return ", ".join(f"{name}/runc {value / values['runc']:.2f}x"
+                     for name, value in values.items() if name != "runc")
 
 
 def compare(title: str, measure: Measure, n: int, version: str,
+            runtimes: dict[str, Runtime],
             after: Callable[[PrivateContainerd], None] | None = None) -> None:
-    """Print median/min/max per runtime and the Bulkhead/runc ratio of the medians."""
-    ctd = PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=version)
-    with ctd:
-        ctd.import_image(DEMO_IMAGE_TAR)
+    """Print median/min/max per runtime and the Bulkhead/runc ratios of the medians."""
+    with bench_containerd(version) as ctd:
         print(f"{title}, containerd {version}, n={n} each")
         medians = {}
-        for name, runtime in RUNTIMES.items():
+        for name, runtime in runtimes.items():
             times = measure(ctd, runtime, n)
             medians[name] = statistics.median(times)
-            print(f"  {name:9s} median {medians[name]:.3f} s  "
+            print(f"  {name:13s} median {medians[name]:.3f} s  "
                   f"min {min(times):.3f}  max {max(times):.3f}")
-        print(f"  ratio bulkhead/runc: {medians['bulkhead'] / medians['runc']:.2f}x")
+        print(f"  ratios: {ratio(medians)}")
         if after is not None:
             after(ctd)

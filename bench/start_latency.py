@@ -14,33 +14,38 @@ import time
 
 from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.devenv.demo import DEMO_IMAGE, find_boot_phases
-from runtime_comparison import compare
+from runtime_comparison import Runtime, add_runtimes_option, compare, selected
 
 
-def time_runs(ctd: PrivateContainerd, runtime: str, n: int) -> list[float]:
+def time_runs(ctd: PrivateContainerd, runtime: Runtime, n: int) -> list[float]:
     """Wall times of n sequential `ctr run --rm IMAGE true`, after one warm-up run."""
     times = []
     for _ in range(n + 1):
         start = time.monotonic()
-        ctd.ctr("run", "--runtime", runtime, "--rm", DEMO_IMAGE,
+        ctd.ctr("run", *runtime.run_args(), "--rm", DEMO_IMAGE,
                 f"bench-{secrets.token_hex(4)}", "true", timeout=120)
         times.append(time.monotonic() - start)
     return times[1:]  # the first run warms caches (image unpack, page cache)
 
 
 def print_phases(ctd: PrivateContainerd) -> None:
-    phases = find_boot_phases(ctd.log_text())
-    print(f"boot phases of the last Bulkhead run (seconds since QEMU start):\n  "
-          f"{phases or 'not found in the containerd log'}")
+    """The boot phases of the last restored and of the last cold-booted run."""
+    lines = ctd.log_text().splitlines()
+    for mode, mark in (("cloned from the template", "state_loaded="),
+                       ("booted cold", "kernel_start=")):
+        phases = find_boot_phases("\n".join(ln for ln in lines if mark in ln))
+        if phases:
+            print(f"boot phases of the last run {mode} (seconds since QEMU start):\n  {phases}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=10, help="runs per runtime")
-    parser.add_argument("--containerd-version", default="1.6")
+    parser.add_argument("--containerd-version", default="1.7")
+    add_runtimes_option(parser, "runc,bulkhead,bulkhead-cold")
     args = parser.parse_args()
     compare(f"ctr run --rm {DEMO_IMAGE} true", time_runs, args.n, args.containerd_version,
-            after=print_phases)
+            selected(args.runtimes), after=print_phases)
     return 0
 
 

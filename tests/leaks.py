@@ -12,6 +12,7 @@ from bulkhead.devenv import mounts, procs
 from bulkhead.devenv.containerd import SHIM_SOCKET_DIR, CtrClient, PrivateContainerd
 
 BULKHEAD_RUN_DIR = Path("/run/bulkhead")
+TEMPLATES = "templates"
 BULKHEAD_SHIM = "containerd-shim-bulkhead-v2"
 
 
@@ -62,9 +63,13 @@ def find_leaks(instance: CtrClient, baseline: LeakBaseline | None = None) -> lis
             leaks.append(f"process {p.pid}: {p.command[:200]}")
     for name in sorted(_listdir(SHIM_SOCKET_DIR) - base.shim_sockets):
         leaks.append(f"shim socket {SHIM_SOCKET_DIR / name}")
-    for name in sorted(_listdir(BULKHEAD_RUN_DIR) - base.bulkhead_run):
+    for name in sorted(_listdir(BULKHEAD_RUN_DIR) - base.bulkhead_run - {TEMPLATES}):
         leaks.append(f"bulkhead state {BULKHEAD_RUN_DIR / name}")
-    watched: list[Path] = [BULKHEAD_RUN_DIR]
+    # Templates stay (a cache on tmpfs, by design); half-built ones must not.
+    leaks += [f"template build {BULKHEAD_RUN_DIR / TEMPLATES / name}"
+              for name in sorted(_listdir(BULKHEAD_RUN_DIR / TEMPLATES))
+              if name.startswith(".build-")]
+    watched: list[Path] = [BULKHEAD_RUN_DIR]  # templates hold no mounts either
     if isinstance(instance, PrivateContainerd):
         watched = [instance.root_dir, instance.run_dir, BULKHEAD_RUN_DIR]
         leaks += _leftover_tasks(instance)

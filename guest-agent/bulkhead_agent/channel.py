@@ -8,6 +8,7 @@ no guest process has it open, and reports POLLHUP while no host process is conne
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import select
@@ -28,6 +29,7 @@ VSOCK_CTL_PORT = 1024
 VSOCK_DATA_PORT = 1025
 POLL_INTERVAL = 0.005  # seconds between checks while a port or its host side is missing
 IDLE_POLL_INTERVAL = 0.1  # after FAST_POLL_PERIOD: nobody is about to connect, save guest CPU
+SIGNALLED_POLL_INTERVAL = 2.0  # when the port sends SIGIO on host (dis)connects: a safety net
 FAST_POLL_PERIOD = 2.0
 SLOW_WARNING = 10.0  # seconds after which waiting for a port is worth a kernel log line
 STREAM_LIMIT = 1 << 20
@@ -119,13 +121,17 @@ class SerialPort:
         self.name = port_name
         self.sysfs = sysfs
         self.dev = dev
+        self.on_waiting: Callable[[str], None] | None = None  # told when idle for a host
 
     async def accept(self) -> Link:
         """Wait for the port and for its host side, write MAGIC, return the link."""
         path = await self._wait_for_device()
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
-            await _poll_until(lambda: host_connected(fd), f"host side of {self.name}")
+            wake = _sigio_wakeups(fd)
+            if self.on_waiting is not None:
+                self.on_waiting(self.name)
+            await _poll_until(lambda: host_connected(fd), f"host side of {self.name}", wake)
         except BaseException:
             os.close(fd)
             raise
@@ -162,6 +168,7 @@ class SocketListener:
         sock.setblocking(False)
         self.sock = sock
         self.name = name
+        self.on_waiting: Callable[[str], None] | None = None  # told when idle for a host
 
     @classmethod
     def vsock(cls, port: int, name: str) -> SocketListener:
@@ -194,6 +201,8 @@ class SocketListener:
     async def accept(self) -> Link:
         """Accept the host's connection, write MAGIC, return the link."""
         loop = asyncio.get_running_loop()
+        if self.on_waiting is not None:
+            self.on_waiting(self.name)
         conn, _ = await loop.sock_accept(self.sock)
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=STREAM_LIMIT)
@@ -220,18 +229,51 @@ async def _handshake(link: Link) -> None:
     await link.writer.drain()
 
 
-async def _poll_until(ready: Callable[[], bool], what: str) -> None:
-    """Sleep-poll until ready(); say so once in the kernel log if it takes unusually long."""
+_sigio_event: asyncio.Event | None = None
+
+
+def _sigio_wakeups(fd: int) -> asyncio.Event | None:
+    """Ask the port for SIGIO when the host connects (virtio_console's fasync), so an idle
+    agent, or one restored from a VM template, wakes at once instead of polling."""
+    global _sigio_event
+    import fcntl
+    import signal
+
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    except OSError as exc:
+        log.info("no SIGIO from the virtio-serial port (%s): polling", exc)
+        return None
+    if _sigio_event is None:
+        event = _sigio_event = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGIO, event.set)
+    return _sigio_event
+
+
+async def _poll_until(ready: Callable[[], bool], what: str,
+                      wake: asyncio.Event | None = None) -> None:
+    """Wait until ready(), woken by `wake` (SIGIO) or by polling; say so once in the kernel
+    log if it takes unusually long."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     warned = False
-    while not ready():
+    while True:
+        if wake is not None:
+            wake.clear()  # before the check: a signal after it is never lost
+        if ready():
+            return
         waited = loop.time() - started
         if not warned and waited > SLOW_WARNING:
             warned = True
             log.warning("still waiting for %s after %.0f s", what, SLOW_WARNING)
             agentlog.kernel(f"still waiting for {what} after {SLOW_WARNING:.0f} s")
-        await asyncio.sleep(POLL_INTERVAL if waited < FAST_POLL_PERIOD else IDLE_POLL_INTERVAL)
+        interval = POLL_INTERVAL if waited < FAST_POLL_PERIOD else IDLE_POLL_INTERVAL
+        if wake is None:
+            await asyncio.sleep(interval)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), SIGNALLED_POLL_INTERVAL)
 
 
 def endpoints(channel: str, listen_dir: str = "") -> tuple[SerialPort | SocketListener,

@@ -49,6 +49,25 @@ def kernel(message: str, level: int = 4) -> None:
             os.close(fd)
 
 
+def console(message: str) -> None:
+    """One line straight to the serial console, whatever the kernel's console log level (the
+    shim watches the console log for it)."""
+    line = f"bulkhead-agent: {message}\n"
+    if not kernel_log_enabled:
+        print(line, end="", file=sys.stderr, flush=True)
+        return
+    try:
+        fd = os.open("/dev/console", os.O_WRONLY | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def fatal(message: str) -> None:
     """Say why the agent cannot go on, in its log and where the console tail shows it."""
     logging.getLogger("bulkhead_agent").critical(message)

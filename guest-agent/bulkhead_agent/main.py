@@ -20,6 +20,7 @@ from bulkhead_agent.crun import Crun
 from bulkhead_agent.options import Options, UsageError, parse_argv, parse_cmdline
 from bulkhead_agent.reaper import Reaper
 from bulkhead_agent.service import SERVICE, AgentService
+from bulkhead_agent.template_prep import TemplatePrep
 
 log = logging.getLogger("bulkhead_agent")
 
@@ -62,7 +63,9 @@ class Agent:
         crun = Crun(self.reaper, opts.crun, f"{opts.state_dir}/crun", opts.crun_root)
         self.supervisor = Supervisor(crun, self.reaper, opts.state_dir)
         self.stopped = asyncio.Event()
-        service = AgentService(self.supervisor, BootInfo.collect(start_uptime), self.power_off)
+        self.template = TemplatePrep()
+        service = AgentService(self.supervisor, BootInfo.collect(start_uptime), self.power_off,
+                               self.template)
         self.server = Server()
         self.server.register(SERVICE, service.methods())
 
@@ -79,6 +82,7 @@ class Agent:
         if not self.opts.pid1:
             loop.add_signal_handler(signal.SIGTERM, self.stopped.set)
         ctl, data = channel.endpoints(self.opts.channel, self.opts.listen_dir)
+        ctl.on_waiting = data.on_waiting = self.template.port_waiting
         log.info("bulkhead-agent %s ready to connect over %s at uptime %.3f", __version__,
                  self.opts.channel, uptime())
         links = asyncio.ensure_future(self._link_loop(ctl, data))

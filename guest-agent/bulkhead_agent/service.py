@@ -17,8 +17,9 @@ from google.protobuf.message import Message
 from bulkhead_agent import __version__
 from bulkhead_agent.bootinfo import BootInfo, uptime
 from bulkhead_agent.container import Supervisor
-from bulkhead_agent.errors import AgentError
+from bulkhead_agent.errors import AgentError, FailedPrecondition
 from bulkhead_agent.procio import Streams
+from bulkhead_agent.template_prep import TemplatePrep
 
 if TYPE_CHECKING:
     from bulkhead_agent.control import ContainerControl
@@ -59,8 +60,9 @@ class AgentService:
     """Handlers for every method of agent.proto's Agent service."""
 
     def __init__(self, supervisor: Supervisor, boot: BootInfo,
-                 power_off: Callable[[], None]) -> None:
+                 power_off: Callable[[], None], template: TemplatePrep | None = None) -> None:
         self.supervisor = supervisor
+        self.template = template or TemplatePrep()
         self.boot = boot
         self.power_off = power_off
 
@@ -89,6 +91,8 @@ class AgentService:
             "UpdateContainer": (agent_pb2.UpdateContainerRequest, self.update_container),
             "ContainerStats": (agent_pb2.ContainerRequest, self.container_stats),
             "WaitOOM": (empty_pb2.Empty, self.wait_oom),
+            "SetupSandbox": (agent_pb2.SetupSandboxRequest, self.setup_sandbox),
+            "PrepareTemplate": (empty_pb2.Empty, self.prepare_template),
             "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
             "Shutdown": (empty_pb2.Empty, self.shutdown),
         }
@@ -205,6 +209,26 @@ class AgentService:
     async def remove_container(self, req: agent_pb2.RemoveContainerRequest) -> empty_pb2.Empty:
         """crun delete -f and forget the container."""
         await self.supervisor.remove(req.container_id)
+        return empty_pb2.Empty()
+
+    @rpc("SetupSandbox")
+    async def setup_sandbox(self, req: agent_pb2.SetupSandboxRequest) -> empty_pb2.Empty:
+        """RNG, clock, hostname and share for this sandbox (after a boot or a restore)."""
+        from bulkhead_agent import vm_setup
+
+        try:
+            vm_setup.setup(req.entropy, req.wall_clock.ToNanoseconds(), req.hostname,
+                           req.mount_share)
+        except vm_setup.SetupError as exc:
+            raise FailedPrecondition(f"sandbox setup: {exc}") from None
+        return empty_pb2.Empty()
+
+    @rpc("PrepareTemplate")
+    async def prepare_template(self, req: empty_pb2.Empty) -> empty_pb2.Empty:
+        """Warm what clones need; announce on the console when idle for the snapshot."""
+        if self.supervisor.containers():
+            raise FailedPrecondition("a VM with containers cannot become a template")
+        await self.template.prepare(self.supervisor.crun, self.supervisor.state_dir)
         return empty_pb2.Empty()
 
     @rpc("Shutdown")

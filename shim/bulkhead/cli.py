@@ -1,4 +1,4 @@
-"""`bulkhead`: the operator's command (demo run and version for now)."""
+"""`bulkhead`: the operator's command (demo run, VM templates, version)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 from bulkhead import __version__
 from bulkhead.devenv import demo
+from bulkhead.template import cli as template_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -15,6 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Bulkhead microVM runtime for containerd")
     sub = parser.add_subparsers(dest="command", required=True)
     demo.build_parser(sub.add_parser("demo", help="run the embedded demo image in a microVM"))
+    template_cli.build_parser(sub.add_parser("template", help="build, list or remove VM "
+                                                                "templates"))
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -25,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(f"bulkhead {__version__}")
         return 0
+    if args.command == "template":
+        return template_cli.run(args)
     return demo.run_from_args(args)
 
 

@@ -28,6 +28,8 @@ class Config:
     boot_timeout: float = 30.0
     kernel_params: str = ""
     debug: bool = False
+    boot: str = "template"  # template (clone a booted VM) | cold (boot every VM)
+    tcg_tb_mib: int = 64  # TCG code buffer per VM (MiB; 0: QEMU's 1 GiB): bench/footprint.py
 
     def guest_image(self) -> GuestImage:
         """The guest files, as the image's manifest.json describes them (defaults without one)."""
@@ -42,6 +44,7 @@ class GuestImage:
     initrd: Path
     rootfs: Path
     kernel_params: str = ""
+    input_hash: str = ""  # of everything the image was built from (templates are keyed by it)
 
     @classmethod
     def load(cls, guest_dir: Path) -> GuestImage:
@@ -59,6 +62,7 @@ class GuestImage:
         if rootfs:
             image.rootfs = guest_dir / rootfs
         image.kernel_params = str(boot.get("append") or "")
+        image.input_hash = str(manifest.get("input_hash") or "")
         return image
 
 
@@ -86,6 +90,10 @@ def load(path: str = paths.CONFIG_FILE) -> Config:
         raise ConfigError(f"{path}: channel must be auto, serial or vsock, not {cfg.channel!r}")
     if cfg.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"{path}: accel must be auto, kvm or tcg, not {cfg.accel!r}")
+    if cfg.boot not in ("template", "cold"):
+        raise ConfigError(f"{path}: boot must be template or cold, not {cfg.boot!r}")
+    if cfg.tcg_tb_mib < 0:
+        raise ConfigError(f"{path}: tcg_tb_mib must be 0 (QEMU's default) or a size in MiB")
     return cfg
 
 

@@ -201,3 +201,15 @@ class RemoveContainerRequest(_message.Message):
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
+
+class SetupSandboxRequest(_message.Message):
+    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share")
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    WALL_CLOCK_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    MOUNT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    entropy: bytes
+    wall_clock: _timestamp_pb2.Timestamp
+    hostname: str
+    mount_share: bool
+    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ...) -> None: ...

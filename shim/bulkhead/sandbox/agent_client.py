@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from google.protobuf import empty_pb2
 
 from bulkhead.proto import agent_pb2
@@ -129,6 +131,19 @@ class AgentClient:
         """Long poll: the next OOM kill recorded in any container."""
         return await self._client.call(SERVICE, "WaitOOM", empty_pb2.Empty(),
                                        agent_pb2.OOMEvent)
+
+    async def setup_sandbox(self, hostname: str, mount_share: bool = True) -> None:
+        """Fresh entropy, the host's wall clock, the hostname, and the share: what a new VM
+        (a template clone above all) must take before it runs anything for the sandbox."""
+        req = agent_pb2.SetupSandboxRequest(entropy=os.urandom(64), hostname=hostname,
+                                            mount_share=mount_share)
+        req.wall_clock.GetCurrentTime()
+        await self._client.call(SERVICE, "SetupSandbox", req, empty_pb2.Empty, timeout=10.0)
+
+    async def prepare_template(self) -> None:
+        """Warm the guest for its clones; it announces READY on the console once hung up."""
+        await self._client.call(SERVICE, "PrepareTemplate", empty_pb2.Empty(), empty_pb2.Empty,
+                                timeout=60.0)
 
     async def remove_container(self, container_id: str) -> None:
         """crun delete --force and forget the container."""

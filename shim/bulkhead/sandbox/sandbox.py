@@ -7,16 +7,16 @@ import contextlib
 import logging
 import os
 import time
-from pathlib import Path
 
 from bulkhead.config import Config
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
+from bulkhead.sandbox.vm_boot import start_vm, vm_config
 from bulkhead.stdio.channel import DataChannel
 from bulkhead.ttrpc import Client, TtrpcError
-from bulkhead.vmm.base import VMConfig, VMError
+from bulkhead.vmm.base import VMError
 from bulkhead.vmm.process import describe_status
 from bulkhead.vmm.qemu import QemuVM
 
@@ -49,6 +49,7 @@ class Sandbox:
         self.guest_uptimes: dict[str, float] = {}
         self._guest_zero: float | None = None  # host monotonic time of the guest's uptime 0
         self.vm_pid = 0
+        self.restored = False  # the VM was cloned from a template
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
 
@@ -88,23 +89,15 @@ class Sandbox:
             return self.agent
 
     async def _boot(self) -> None:
-        """Start QEMU, take over both channels and health-check the agent."""
+        """Clone (or boot) the VM, take over both channels, check and set up the agent."""
         cfg = self.config
         image = cfg.guest_image()
-        vm = QemuVM(VMConfig(
-            name=self.id, state_dir=Path(self.state_dir), kernel=image.kernel,
-            initrd=image.initrd, rootfs=image.rootfs, shared_dir=Path(self.shared_dir),
-            memory_mib=cfg.memory_mib, vcpus=cfg.vcpus, channel=cfg.channel, accel=cfg.accel,
-            qemu_binary=cfg.qemu_binary, boot_timeout=cfg.boot_timeout,
-            extra_cmdline=f"{image.kernel_params} {cfg.kernel_params}".strip(),
-            debug=cfg.debug))
-        self.vm = vm
+        config = vm_config(cfg, image, self.id, self.state_dir, self.shared_dir)
         try:
-            link = await vm.start()
+            vm, link = await start_vm(cfg.boot, config, image)
         except VMError as exc:
-            await vm.stop()
-            self.vm = None
             raise SandboxError(str(exc)) from None
+        self.vm = vm
         self.vm_pid = vm.pid
         self.timings.update(vm.timings)
         channel_name = ("virtio-serial port bulkhead.ctl" if vm.channel == "serial"
@@ -118,21 +111,25 @@ class Sandbox:
         agent = AgentClient(self._ctl)
         try:
             check = await agent.check(timeout=10.0)
+            self.timings["agent_ready"] = time.monotonic()
+            await agent.setup_sandbox(self.id[:63])
         except (TtrpcError, ConnectionError) as exc:
             tail = vm.console_tail()
             await self.stop_vm()
-            raise SandboxError(f"agent did not answer Check on {channel_name}: {exc} "
+            raise SandboxError(f"agent on {channel_name} failed to check in and set up: {exc} "
                                f"(console tail: {tail})") from None
-        now = time.monotonic()
-        self.timings["agent_ready"] = now
-        self.guest_uptimes = {"kernel_start": 0.0, "init_start": check.init_start_uptime,
-                              "switch_root": check.switch_root_uptime,
-                              "agent_start": check.agent_start_uptime}
-        self._guest_zero = now - check.now_uptime
+        self.timings["sandbox_set_up"] = time.monotonic()
+        self.restored = vm.config.restore_from is not None
+        if not self.restored:  # a clone's boot happened in its template, long ago
+            self.guest_uptimes = {"kernel_start": 0.0, "init_start": check.init_start_uptime,
+                                  "switch_root": check.switch_root_uptime,
+                                  "agent_start": check.agent_start_uptime}
+            self._guest_zero = self.timings["agent_ready"] - check.now_uptime
         self.agent = agent
         self._vm_watch = asyncio.create_task(self._watch_vm(vm))
-        log.info("sandbox %s: VM pid %d up (accel=%s, channel=%s, guest kernel %s)",
-                 self.id, vm.pid, vm.accel, vm.channel, check.kernel_release)
+        log.info("sandbox %s: VM pid %d up (%s, accel=%s, channel=%s, guest kernel %s)",
+                 self.id, vm.pid, "cloned from a template" if self.restored else "cold boot",
+                 vm.accel, vm.channel, check.kernel_release)
 
     async def _watch_vm(self, vm: QemuVM) -> None:
         """A VM that exits on its own takes its containers with it: drop the agent link so

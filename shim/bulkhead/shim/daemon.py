@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+
+# asyncio imports ssl when it can; a shim never speaks TLS, and libssl costs every shim ~3 MiB.
+sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
+
 import asyncio
 import contextlib
 import logging
 import os
 import signal
 import socket
-import sys
 
 from bulkhead import config as config_mod
 from bulkhead.sandbox.sandbox import Sandbox

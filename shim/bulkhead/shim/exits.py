@@ -109,7 +109,8 @@ class ExitReporter:
         phases = self.sandbox.phases()
         t0 = self.sandbox.timings.get("qemu_started")
         if t0 is not None:
-            for name in ("create", "created", "started", "first_output", "exit_reported"):
+            for name in ("create", "bundle_ready", "created", "started", "first_output",
+                         "exit_reported"):
                 if name in proc.timings:
                     phases["container_" + name] = proc.timings[name] - t0
         text = " ".join(f"{k}={v:.3f}" for k, v in sorted(phases.items(), key=lambda kv: kv[1]))

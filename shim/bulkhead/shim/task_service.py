@@ -191,6 +191,7 @@ class TaskService:
         except (RootfsError, MountError, VolumeError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
+        init.timings["bundle_ready"] = time.monotonic()
         assert sb.channel is not None
         init.io.start_output(sb.channel, lambda n: _first_output(init))
         await agent.create_container(req.id, sb.guest_bundle(req.id), req.terminal,
@@ -373,9 +374,12 @@ class TaskService:
         return proc.exit
 
     async def _delete_container(self, container: Container) -> Exit:
-        """Remove the container in the guest, then every host resource it had."""
+        """Remove the container in the guest, then every host resource it had.
+
+        The sandbox's last container skips the guest's `crun delete`: its VM stops right after.
+        """
         agent = self.sandbox.agent
-        if agent is not None:
+        if agent is not None and set(self.tasks) != {container.id}:
             try:
                 await agent.remove_container(container.id)
             except (TtrpcError, ConnectionError) as exc:

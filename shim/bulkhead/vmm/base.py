@@ -51,6 +51,12 @@ class VMConfig:
     boot_timeout: float = 30.0
     extra_cmdline: str = ""
     debug: bool = False
+    tcg_tb_mib: int = 0  # TCG translation buffer (MiB); 0 leaves QEMU's default
+    # Guest RAM in a file: a template's memory (shared=True while the template is made, so its
+    # pages land in the file; False for a clone, which maps it copy-on-write).
+    memory_file: Path | None = None
+    memory_shared: bool = False
+    restore_from: Path | None = None  # a template's device state: resume it instead of booting
 
 
 @dataclass

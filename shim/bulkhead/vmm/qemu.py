@@ -35,7 +35,7 @@ from bulkhead.vmm.base import (
 )
 from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn
 from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
-from bulkhead.vmm.qmp import QMPClient
+from bulkhead.vmm.qmp import QMPClient, QMPError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,8 @@ MAGIC = b"BHAGENT1"  # the agent writes it once on each channel when it sees the
 VSOCK_PORTS = {"ctl": vsock.CTL_PORT, "data": vsock.DATA_PORT}
 SOCKET_FILES = {"ctl": CTL_SOCKET, "data": DATA_SOCKET}
 STREAM_LIMIT = 1 << 20
+# Guest RAM that lives in a shared memory file is not part of a snapshot (templates, clones).
+IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 
 _no_sandbox: set[str] = set()  # QEMU binaries that rejected -sandbox on (no seccomp support)
 
@@ -132,6 +134,7 @@ class QemuVM:
         self._pending: list[str] = []
         self._started = False
         self._stop_requested = False
+        self._migration_fd = -1
 
     # -- public API -------------------------------------------------------------------------
 
@@ -158,11 +161,15 @@ class QemuVM:
         self._stop_requested = True
         await self._terminate(timeout)
 
-    async def _terminate(self, timeout: float = 3.0) -> None:
-        """Make sure QEMU is dead and reaped and its runtime files are gone."""
+    def hang_up(self) -> None:
+        """Close the host ends of the agent channels; QEMU and the guest keep running."""
         for writer in self._writers:
             writer.close()
         self._writers.clear()
+
+    async def _terminate(self, timeout: float = 3.0) -> None:
+        """Make sure QEMU is dead and reaped and its runtime files are gone."""
+        self.hang_up()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -215,13 +222,71 @@ class QemuVM:
     async def _boot(self, sandbox: bool) -> AgentLink:
         """Spawn QEMU with its sockets already listening, then wait for the agent's handshake."""
         await self._spawn(sandbox)
+        if self.config.restore_from is not None:
+            await self._resume()
         return await self._await_agent()
+
+    async def _resume(self) -> None:
+        """Load the template's device state (its RAM is the memory file) and let it run."""
+        assert self._proc is not None
+        qmp = await self.qmp()
+        try:
+            await qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            await qmp.execute("migrate-incoming", {"uri": f"fd:{self._migration_fd}"})
+            deadline = time.monotonic() + self.config.boot_timeout
+            while (status := (await qmp.execute("query-status"))["status"]) == "inmigrate":
+                if self._proc.returncode is not None or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.002)
+            if self._proc.returncode is not None or status == "inmigrate":
+                raise VMError(f"VM {self.config.name}: resuming the template state "
+                              f"{self.config.restore_from} failed (status {status}; stderr: "
+                              f"{self._stderr_tail() or 'empty'})")
+            self.timings["state_loaded"] = time.monotonic()
+            if status != "running":
+                await qmp.execute("cont")
+            self.timings["guest_running"] = time.monotonic()
+        except QMPError as exc:
+            raise VMError(f"VM {self.config.name}: resuming the template state "
+                          f"{self.config.restore_from}: {exc} (stderr: "
+                          f"{self._stderr_tail() or 'empty'})") from None
+        finally:
+            await qmp.close()
+
+    async def snapshot(self, path: Path, timeout: float = 60.0) -> None:
+        """Pause the guest and write its device state to path (template builds).
+
+        With x-ignore-shared the guest RAM, already in the shared memory file, is not copied:
+        the state is only the devices' (tens of KiB).
+        """
+        qmp = await self.qmp()
+        try:
+            await qmp.execute("stop")
+            await qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
+            # Outgoing fd: migration takes only a named fd, handed over on the QMP socket.
+            with open(path, "wb") as state:
+                await qmp.execute("getfd", {"fdname": "snapshot"}, fd=state.fileno())
+            await qmp.execute("migrate", {"uri": "fd:snapshot"})
+            deadline = time.monotonic() + timeout
+            while (info := await qmp.execute("query-migrate")).get("status") not in (
+                    "completed", "failed", "cancelled"):
+                if time.monotonic() > deadline:
+                    raise VMError(f"VM {self.config.name}: snapshot not done in {timeout:g} s")
+                await asyncio.sleep(0.01)
+            if info.get("status") != "completed":
+                raise VMError(f"VM {self.config.name}: snapshot {info.get('status')}: "
+                              f"{info.get('error-desc', 'no reason given')}")
+        except QMPError as exc:
+            raise VMError(f"VM {self.config.name}: snapshot: {exc}") from None
+        finally:
+            await qmp.close()
 
     async def _spawn(self, sandbox: bool) -> None:
         """Create the listeners (or reserve a vsock CID), spawn QEMU, record its pid."""
         cfg = self.config
         owned: list[socket.socket] = []
         reservation: vsock.CIDReservation | None = None
+        migration = self._open_migration_file()
         try:
             owned.append(listen_unix(cfg.state_dir / QMP_SOCKET))
             plan = LaunchPlan(accel=self.accel, channel=self.channel, qmp_fd=owned[0].fileno(),
@@ -234,6 +299,9 @@ class QemuVM:
                 reservation = self._reserve_cid()
                 plan.vhost_fd, plan.cid = reservation.fd, reservation.cid
             plan.pass_fds = [s.fileno() for s in owned] + ([plan.vhost_fd] if reservation else [])
+            if migration is not None:
+                plan.migration_fd = self._migration_fd = migration
+                plan.pass_fds.append(migration)
             argv = build_command(cfg, plan)
             log.debug("VM %s: %s", cfg.name, " ".join(argv))
             if self._stop_requested:
@@ -249,6 +317,19 @@ class QemuVM:
                 sock.close()  # QEMU holds the listeners now; if it dies, connects are refused
             if reservation is not None:
                 reservation.close()
+            if migration is not None:
+                os.close(migration)  # QEMU inherited it under the same number
+
+    def _open_migration_file(self) -> int | None:
+        """The template state QEMU resumes from, opened for it to inherit."""
+        cfg = self.config
+        if cfg.restore_from is None:
+            return None
+        try:
+            return os.open(cfg.restore_from, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VMError(f"VM {cfg.name}: open the template state {cfg.restore_from}: "
+                          f"{exc.strerror}") from exc
 
     def _reserve_cid(self) -> vsock.CIDReservation:
         """Claim a guest CID for this VM, naming the device on failure."""

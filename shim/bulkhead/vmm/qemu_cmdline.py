@@ -18,6 +18,9 @@ SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=de
 MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
 # Skip the crypto self-tests (~1 s under TCG) and the PCI probe (microvm has no PCI bus).
 FAST_BOOT = ("cryptomgr.notests", "pci=off")
+# Bump whenever build_command's device list or order changes: VM templates are keyed by it,
+# and a clone must have exactly its template's devices.
+DEVICE_SET = 2
 
 
 @dataclass
@@ -31,6 +34,7 @@ class LaunchPlan:
     data_fd: int = -1
     vhost_fd: int = -1
     cid: int = 0
+    migration_fd: int = -1  # the state file QEMU reads (resume) or writes (snapshot), inherited
     sandbox: bool = True
     pass_fds: list[int] = field(default_factory=list)
 
@@ -40,11 +44,13 @@ def qopt(value: str | Path) -> str:
     return str(value).replace(",", ",,")
 
 
-def machine_args(accel: str) -> list[str]:
+def machine_args(accel: str, memory_backend: bool = False, tcg_tb_mib: int = 0) -> list[str]:
     """Machine, accelerator and CPU model: the host CPU under KVM, everything TCG can do else."""
     if accel not in ("kvm", "tcg"):
         raise VMError(f"unknown accel {accel!r} (kvm or tcg)")
-    return ["-machine", MACHINE, "-accel", accel, "-cpu", "host" if accel == "kvm" else "max"]
+    machine = MACHINE + (",memory-backend=mem" if memory_backend else "")
+    accel_opt = f"tcg,tb-size={tcg_tb_mib}" if accel == "tcg" and tcg_tb_mib > 0 else accel
+    return ["-machine", machine, "-accel", accel_opt, "-cpu", "host" if accel == "kvm" else "max"]
 
 
 def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
@@ -62,11 +68,15 @@ def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
 def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
     """Options every launch shares: machine, size, no defaults, console capture."""
     args = [config.qemu_binary, "-name", f"guest={qopt('bulkhead-' + config.name)}",
-            *machine_args(accel),
+            *machine_args(accel, config.memory_file is not None, config.tcg_tb_mib),
             "-m", f"{config.memory_mib}M", "-smp", str(config.vcpus),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
     if sandbox:
         args += ["-sandbox", SANDBOX]
+    if config.memory_file is not None:
+        share = "on" if config.memory_shared else "off"
+        args += ["-object", f"memory-backend-file,id=mem,size={config.memory_mib}M,"
+                            f"mem-path={qopt(config.memory_file)},share={share}"]
     console = config.state_dir / CONSOLE_LOG
     args += ["-chardev", f"file,id=console,path={qopt(console)}", "-serial", "chardev:console"]
     return args
@@ -79,14 +89,21 @@ def rootfs_args(config: VMConfig) -> list[str]:
 
 
 def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
-    """The full QEMU argv for one pod VM."""
+    """The full QEMU argv for one pod VM (booted, or resumed from a template's state).
+
+    A resumed VM gets no -kernel: its memory already holds the kernel, and loading the image
+    again would cost every VM a private copy of it (QEMU keeps it for resets).
+    """
     args = base_args(config, plan.accel, plan.sandbox)
-    args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
-             "-append", kernel_cmdline(config, plan.channel, plan.accel)]
+    if config.restore_from is None:
+        args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
+                 "-append", kernel_cmdline(config, plan.channel, plan.accel)]
     args += ["-chardev", f"socket,id=qmp,fd={plan.qmp_fd},server=on,wait=off",
              "-mon", "chardev=qmp,mode=control"]
     args += rootfs_args(config)
     args += ["-device", "virtio-rng-device"]
+    # The pod's network interface; its backend leads nowhere until pods have networking.
+    args += ["-netdev", "hubport,id=net0,hubid=0", "-device", "virtio-net-device,netdev=net0"]
     args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
                        "security_model=passthrough,multidevs=remap",
              "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
@@ -100,4 +117,6 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
         args += ["-device", f"vhost-vsock-device,guest-cid={plan.cid}{vhost}"]
     else:
         raise VMError(f"VM {config.name}: unknown channel {plan.channel!r} (serial or vsock)")
+    if config.restore_from is not None:
+        args += ["-incoming", "defer"]
     return args

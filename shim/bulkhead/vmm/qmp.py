@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import socket
 from collections import deque
 from typing import Any
 
@@ -45,17 +47,24 @@ class QMPClient:
         return client
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None,
-                      timeout: float | None = 10.0) -> Any:
-        """Run one command and return its "return" value; an "error" reply raises QMPError."""
+                      timeout: float | None = 10.0, fd: int = -1) -> Any:
+        """Run one command and return its "return" value; an "error" reply raises QMPError.
+
+        With fd, the descriptor travels with the command as SCM_RIGHTS (for `getfd`).
+        """
         async with self._lock:
             self._next_id += 1
             msg_id = f"bh-{self._next_id}"
             request: dict[str, Any] = {"execute": command, "id": msg_id}
             if arguments:
                 request["arguments"] = arguments
+            data = json.dumps(request).encode() + b"\n"
             try:
-                self._writer.write(json.dumps(request).encode() + b"\n")
-                await self._writer.drain()
+                if fd >= 0:
+                    self._send_with_fd(data, fd)
+                else:
+                    self._writer.write(data)
+                    await self._writer.drain()
                 reply = await asyncio.wait_for(self._reply_for(msg_id), timeout)
             except TimeoutError:
                 raise QMPError(f"QMP {command} on {self._name}: no reply within {timeout} s"
@@ -67,6 +76,16 @@ class QMPClient:
             err = reply["error"]
             raise QMPError(f"QMP {command} failed: {err.get('class')}: {err.get('desc')}")
         return reply.get("return")
+
+    def _send_with_fd(self, data: bytes, fd: int) -> None:
+        """sendmsg on the transport's socket (its write buffer is empty: commands are serial)."""
+        sock = self._writer.get_extra_info("socket")
+        dup = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            dup.setblocking(True)
+            socket.send_fds(dup, [data], [fd])
+        finally:
+            dup.close()
 
     async def _reply_for(self, msg_id: str) -> dict[str, Any]:
         """Read messages until the reply carrying msg_id, stashing events on the way."""

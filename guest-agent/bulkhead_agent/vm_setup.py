@@ -1,0 +1,94 @@
+"""What a fresh VM takes from its shim before it runs anything for the sandbox.
+
+The same for a cold boot and for a clone of a VM template: every clone starts from the
+template's memory, so its RNG state, wall clock and hostname are the template's until the
+shim's SetupSandbox replaces them, and the sandbox's 9p share is mounted only then (a
+template never has it mounted: QEMU cannot migrate a mounted 9p export).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import socket
+import struct
+import time
+
+log = logging.getLogger(__name__)
+
+RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
+RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
+MIN_ENTROPY = 32  # bytes the shim must send
+SHARE_TAG = "bulkhead"
+SHARE_DIR = "/run/bulkhead/shared"
+NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=mmap"
+
+
+class SetupError(Exception):
+    """A setup step failed; the message names the step."""
+
+
+def reseed_rng(seed: bytes, device: str = "/dev/random") -> None:
+    """Mix host entropy into the kernel pool (credited) and force the CRNG to reseed now."""
+    if len(seed) < MIN_ENTROPY:
+        raise SetupError(f"entropy: {len(seed)} bytes sent, at least {MIN_ENTROPY} needed")
+    fd = os.open(device, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, RNDADDENTROPY, struct.pack("ii", len(seed) * 8, len(seed)) + seed)
+        fcntl.ioctl(fd, RNDRESEEDCRNG)
+    except OSError as exc:
+        raise SetupError(f"reseed the kernel RNG: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def set_wall_clock(unix_ns: int) -> None:
+    """CLOCK_REALTIME from the host (a clone wakes up with the template's time)."""
+    if unix_ns <= 0:
+        return
+    try:
+        time.clock_settime_ns(time.CLOCK_REALTIME, unix_ns)
+    except OSError as exc:
+        raise SetupError(f"set the wall clock: {exc.strerror}") from None
+
+
+def set_hostname(name: str) -> None:
+    """The VM's own hostname (containers get theirs from their UTS namespace)."""
+    if name:
+        try:
+            socket.sethostname(name[:64])
+        except OSError as exc:
+            raise SetupError(f"set hostname {name!r}: {exc.strerror}") from None
+
+
+def share_mounted(mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """True once the 9p share is on SHARE_DIR."""
+    with open(mountinfo) as f:
+        return any(line.split()[4] == SHARE_DIR for line in f if len(line.split()) > 4)
+
+
+def mount_share() -> None:
+    """Mount the sandbox's 9p share (idempotent: a reconnecting shim asks again)."""
+    if share_mounted():
+        return
+    import ctypes  # only here: a costly import under TCG that boot does not need
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    os.makedirs(SHARE_DIR, exist_ok=True)
+    if libc.mount(SHARE_TAG.encode(), SHARE_DIR.encode(), b"9p", 0,
+                  NINEP_OPTIONS.encode()) != 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"mount the 9p share {SHARE_TAG!r} on {SHARE_DIR}: "
+                         f"{os.strerror(err)}")
+
+
+def setup(entropy: bytes, unix_ns: int, hostname: str, share: bool) -> None:
+    """Every step, in the order that matters: randomness first, the share last."""
+    reseed_rng(entropy)
+    set_wall_clock(unix_ns)
+    set_hostname(hostname)
+    if share:
+        mount_share()
+    log.info("sandbox setup done: rng reseeded, clock set, hostname %r, share %s", hostname,
+             "mounted" if share else "not requested")
