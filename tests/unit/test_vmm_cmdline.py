@@ -121,3 +121,24 @@ def test_unknown_values_are_refused(tmp_path: Path) -> None:
         machine_args("hvf")
     with pytest.raises(VMError, match="channel"):
         build_command(config(tmp_path), LaunchPlan(accel="tcg", channel="tcp", qmp_fd=3))
+
+
+def test_template_and_clone_command_lines(tmp_path: Path) -> None:
+    """A template keeps its RAM in a shared file; a clone maps it privately, resumes, no kernel."""
+    plan = LaunchPlan(accel="tcg", channel="serial", qmp_fd=3, ctl_fd=4, data_fd=5)
+    template = build_command(config(tmp_path, memory_file=tmp_path / "mem", memory_shared=True,
+                                    tcg_tb_mib=64), plan)
+    clone = build_command(config(tmp_path, memory_file=tmp_path / "mem",
+                                 restore_from=tmp_path / "state", tcg_tb_mib=64), plan)
+    for argv, share in ((template, "on"), (clone, "off")):
+        assert f"memory-backend-file,id=mem,size=512M,mem-path={tmp_path}/mem,share={share}" \
+            in argv
+        assert any(a.endswith(",memory-backend=mem") for a in argv)
+        assert argv[argv.index("-accel") + 1] == "tcg,tb-size=64"
+    assert "-kernel" in template and "-incoming" not in template
+    assert "-kernel" not in clone and clone[-2:] == ["-incoming", "defer"]
+
+    def devices(argv: list[str]) -> list[str]:
+        return [argv[i + 1].split(",")[0] for i, a in enumerate(argv) if a == "-device"]
+
+    assert devices(template) == devices(clone)  # the same devices in the same order
