@@ -107,3 +107,13 @@ def test_delete_is_idempotent_and_reports_137(tmp_path: Path) -> None:
 def test_version_flag(tmp_path: Path) -> None:
     res = shim_command("-v", cwd=tmp_path)
     assert res.returncode == 0 and b"io.containerd.bulkhead.v2" in res.stdout
+
+
+def test_hand_written_delete_response_matches_protobuf() -> None:
+    from bulkhead.proto import task_pb2
+    from bulkhead.shim.delete import encode_delete_response
+
+    for ns in (1_796_072_792_804_894_776, 1_796_072_792_000_000_000, 0):
+        want = task_pb2.DeleteResponse(exit_status=137)
+        want.exited_at.FromNanoseconds(ns)
+        assert task_pb2.DeleteResponse.FromString(encode_delete_response(137, ns)) == want

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import functools
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Any
 
 MS_RDONLY = 0x1
 MS_REMOUNT = 0x20
@@ -14,7 +14,19 @@ MS_BIND = 0x1000
 MS_REC = 0x4000
 MNT_DETACH = 0x2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+@functools.cache
+def _libc() -> Any:
+    """libc through ctypes, loaded on first (un)mount: `delete` usually finds nothing mounted
+    and should not pay for importing ctypes."""
+    import ctypes.util
+
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 class MountError(OSError):
@@ -23,19 +35,21 @@ class MountError(OSError):
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
     """mount(2) with a readable error."""
-    rc = _libc.mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
-                     ctypes.c_ulong(flags), data.encode() if data else None)
+    import ctypes
+
+    rc = _libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None,
+                       ctypes.c_ulong(flags), data.encode() if data else None)
     if rc != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         raise MountError(err, f"mount {fstype or 'bind'} {source} on {target} "
                               f"(options {data!r}): {os.strerror(err)}")
 
 
 def umount(target: str, detach: bool = True) -> None:
     """umount2(2); a target that is not mounted is fine."""
-    rc = _libc.umount2(target.encode(), MNT_DETACH if detach else 0)
+    rc = _libc().umount2(target.encode(), MNT_DETACH if detach else 0)
     if rc != 0:
-        err = ctypes.get_errno()
+        err = _errno()
         if err in (22, 2):  # EINVAL: not a mount point; ENOENT: gone
             return
         raise MountError(err, f"umount {target}: {os.strerror(err)}")

@@ -28,8 +28,6 @@ DAEMON_EXIT_GRACE = 2.0
 
 def run(args: ShimArgs) -> bytes:
     """Clean up and return a serialized DeleteResponse (exit 137, now)."""
-    from bulkhead.proto import task_pb2
-
     bundle = args.bundle or os.getcwd()
     try:
         annotations = read_annotations(bundle)
@@ -41,9 +39,25 @@ def run(args: ShimArgs) -> bytes:
         cleanup_container(state_dir, args.id)
     else:
         cleanup_sandbox(state_dir, socket_path(args.address, args.namespace, key))
-    resp = task_pb2.DeleteResponse(exit_status=128 + signal.SIGKILL)
-    resp.exited_at.GetCurrentTime()
-    return resp.SerializeToString()
+    return encode_delete_response(128 + signal.SIGKILL, time.time_ns())
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def encode_delete_response(exit_status: int, exited_at_ns: int) -> bytes:
+    """DeleteResponse{exit_status=2, exited_at=3 (Timestamp: seconds=1, nanos=2)}, written by
+    hand: `delete` runs after every task removal, on containerd's path, and importing protobuf
+    would be most of its run time."""
+    seconds, nanos = divmod(exited_at_ns, 1_000_000_000)
+    stamp = b"\x08" + _varint(seconds) + (b"\x10" + _varint(nanos) if nanos else b"")
+    return b"\x10" + _varint(exit_status) + b"\x1a" + _varint(len(stamp)) + stamp
 
 
 def cleanup_container(state_dir: str, container_id: str) -> None:
