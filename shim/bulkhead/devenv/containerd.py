@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import threading
 import time
@@ -331,6 +332,8 @@ class CtrClient:
 _shared_lock = threading.Lock()
 _live_instances: set[str] = set()
 _shared_created: set[Path] = set()
+_fifo_dirs_before: set[str] = set()  # /run/containerd/fifo entries when the first instance began
+FIFO_DIR = CONTAINERD_RUN_DIR / "fifo"
 
 
 def _shared_dir_candidates(namespace: str) -> list[Path]:
@@ -345,6 +348,28 @@ def _shared_dir_candidates(namespace: str) -> list[Path]:
         dirs.append(CONTAINERD_RUN_DIR / "runc" / ns)
         dirs += [ctl / ns for ctl in controllers]
     return dirs
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _remove_fifo_dirs(names: set[str]) -> None:
+    """ctr leaves the FIFO directory of a detached task behind (with runc too): remove those
+    our runs made, once no instance is left to use them, if they hold nothing but FIFOs."""
+    for name in names:
+        path = FIFO_DIR / name
+        try:
+            entries = list(path.iterdir())
+            if all(stat.S_ISFIFO(e.lstat().st_mode) for e in entries):
+                for entry in entries:
+                    entry.unlink()
+                path.rmdir()
+        except OSError:
+            continue
 
 
 def _rmdir_if_empty(path: Path) -> None:
@@ -643,6 +668,8 @@ class PrivateContainerd(CtrClient):
         with _shared_lock:
             if not _live_instances:
                 _shared_created.clear()
+                _fifo_dirs_before.clear()
+                _fifo_dirs_before.update(_listdir(FIFO_DIR))
             candidates = _shared_dir_candidates(self.namespace)
             _shared_created.update(p for p in candidates if not p.exists())
             _live_instances.add(self.name)
@@ -653,6 +680,8 @@ class PrivateContainerd(CtrClient):
             _live_instances.discard(self.name)
             if _live_instances:
                 return
+            if not SYSTEM_ADDRESS.exists():  # its clients' FIFOs are not ours to touch
+                _remove_fifo_dirs(set(_listdir(FIFO_DIR)) - _fifo_dirs_before)
             for path in sorted(_shared_created, key=lambda p: len(p.parts), reverse=True):
                 _rmdir_if_empty(path)
             _shared_created.clear()
