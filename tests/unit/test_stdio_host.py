@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,31 @@ def test_fifo_without_a_writer_yet_is_not_eof(tmp_path: Path) -> None:
         fifo.close()
 
 
+async def forward_stdin(path: Path, client: Callable[[StdinFifo, asyncio.Task[bytes]],
+                                                    Awaitable[None]]) -> bytes:
+    """Pump the stdin FIFO at path into a stream while `client` plays containerd's side."""
+    host, guest = await channel_pair()
+    fifo = StdinFifo.open(str(path))
+    assert fifo is not None
+    pump = asyncio.create_task(fifo.pump(host, 1))
+    reader = asyncio.create_task(read_stream(guest, 1))
+    try:
+        await client(fifo, reader)
+        data = await asyncio.wait_for(reader, 5)
+        await pump
+    finally:
+        fifo.close()
+        await host.close()
+        await guest.close()
+    return data
+
+
 def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path) -> None:
     """The client opens its end only after we did, and never sends CloseIO (ctr's race)."""
     path = tmp_path / "stdin"
     os.mkfifo(path)
 
-    async def run() -> bytes:
-        host, guest = await channel_pair()
-        fifo = StdinFifo.open(str(path))
-        assert fifo is not None
-        pump = asyncio.create_task(fifo.pump(host, 1))
-        reader = asyncio.create_task(read_stream(guest, 1))
+    async def client(fifo: StdinFifo, reader: asyncio.Task[bytes]) -> None:
         await asyncio.sleep(0.2)
         assert not reader.done()  # no writer yet: no premature EOF
         writer = os.open(path, os.O_WRONLY)
@@ -67,39 +82,26 @@ def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)
         os.write(writer, b"world")
         os.close(writer)
-        data = await asyncio.wait_for(reader, 5)
-        await pump
-        fifo.close()
-        await host.close()
-        await guest.close()
-        return data
 
-    assert asyncio.run(run()) == b"hello world"
+    assert asyncio.run(forward_stdin(path, client)) == b"hello world"
 
 
 def test_close_io_ends_stdin_while_the_client_keeps_its_end(tmp_path: Path) -> None:
     path = tmp_path / "stdin"
     os.mkfifo(path)
+    writers: list[int] = []
 
-    async def run() -> bytes:
-        host, guest = await channel_pair()
-        fifo = StdinFifo.open(str(path))
-        assert fifo is not None
-        writer = os.open(path, os.O_WRONLY)
-        pump = asyncio.create_task(fifo.pump(host, 3))
-        reader = asyncio.create_task(read_stream(guest, 3))
-        os.write(writer, b"buffered")
+    async def client(fifo: StdinFifo, reader: asyncio.Task[bytes]) -> None:
+        writers.append(os.open(path, os.O_WRONLY))
+        os.write(writers[0], b"buffered")
         await asyncio.sleep(0.1)
         fifo.close_input()  # CloseIO: what the FIFO holds is sent, then EOF
-        data = await asyncio.wait_for(reader, 5)
-        await pump
-        os.close(writer)
-        fifo.close()
-        await host.close()
-        await guest.close()
-        return data
 
-    assert asyncio.run(run()) == b"buffered"
+    try:
+        assert asyncio.run(forward_stdin(path, client)) == b"buffered"
+    finally:
+        for fd in writers:
+            os.close(fd)
 
 
 LOGGER = """#!/bin/sh
