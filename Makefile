@@ -16,6 +16,7 @@ VENV        ?= $(OPT_DIR)/venv
 PY          := $(VENV)/bin/python
 BIN_DIR     ?= /usr/local/bin
 DEMO_TAR    ?= /usr/local/share/bulkhead/demo-image.tar
+PAUSE_TAR   ?= /usr/local/share/bulkhead/pause-image.tar
 GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
@@ -68,6 +69,7 @@ links: package
 
 demo-image: deps
 	$(HOST_PYTHON) packaging/demo-image/build --out $(DEMO_TAR)
+	$(HOST_PYTHON) packaging/demo-image/build --image pause --out $(PAUSE_TAR)
 
 # Built by packaging/build-guest-image when that script exists (another part of the tree).
 guest-image: package
