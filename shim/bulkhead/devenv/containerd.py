@@ -12,6 +12,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from bulkhead.devenv import mounts, procs
+from bulkhead.devenv import cni, cri, mounts, procs
 
 TEST_ROOT_BASE = Path("/var/lib/bulkhead-test")
 TEST_RUN_BASE = Path("/run/bulkhead-test")
@@ -127,6 +128,15 @@ def shim_socket_path(address: Path | str, namespace: str, shim_id: str) -> Path:
 # --- configuration --------------------------------------------------------------------------
 
 
+# Test annotations that CRI copies into the OCI specs of pods and containers (both handlers).
+ANNOTATION_GLOBS = ("bulkhead.dev/*",)
+# The sandbox image CRI-enabled instances import (packaging/demo-image/build --image pause):
+# fully qualified, since CRI would normalise `pause:1` to docker.io/library/pause:1.
+PAUSE_IMAGE = "localhost/bulkhead/pause:1"
+CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin always works in
+PINNED_LABEL = "io.cri-containerd.pinned=pinned"  # 1.7+: ListImages reports the image pinned
+
+
 @dataclass
 class CriRuntime:
     """One CRI runtime handler (`[...containerd.runtimes.<name>]`)."""
@@ -135,12 +145,15 @@ class CriRuntime:
     runtime_type: str
     runtime_path: str = ""
     options: dict[str, str] = field(default_factory=dict)
+    privileged_without_host_devices: bool = False  # VM runtimes: no host /dev for privileged
+    pod_annotations: tuple[str, ...] = ANNOTATION_GLOBS
+    container_annotations: tuple[str, ...] = ANNOTATION_GLOBS
 
 
 def _default_cri_runtimes() -> list[CriRuntime]:
     return [
         CriRuntime("runc", "io.containerd.runc.v2"),
-        CriRuntime("bulkhead", "io.containerd.bulkhead.v2"),
+        CriRuntime("bulkhead", "io.containerd.bulkhead.v2", privileged_without_host_devices=True),
     ]
 
 
@@ -165,9 +178,12 @@ class ContainerdConfig:
     snapshotter: str = "overlayfs"
     default_runtime: str = "runc"
     cri_runtimes: list[CriRuntime] = field(default_factory=_default_cri_runtimes)
-    sandbox_image: str = "registry.k8s.io/pause:3.6"
+    sandbox_image: str = PAUSE_IMAGE
     cni_bin_dir: Path = Path("/usr/lib/cni")
     cni_conf_dir: Path | None = None
+    # Exec/Attach/PortForward URLs: loopback only, a port the kernel picks at each start.
+    stream_server_address: str = "127.0.0.1"
+    stream_server_port: str = "0"
 
     @property
     def schema(self) -> int:
@@ -204,6 +220,12 @@ class ContainerdConfig:
             entry: dict[str, object] = {"runtime_type": rt.runtime_type}
             if rt.runtime_path:
                 entry["runtime_path"] = rt.runtime_path
+            if rt.privileged_without_host_devices:
+                entry["privileged_without_host_devices"] = True
+            if rt.pod_annotations:
+                entry["pod_annotations"] = list(rt.pod_annotations)
+            if rt.container_annotations:
+                entry["container_annotations"] = list(rt.container_annotations)
             if rt.options:
                 entry["options"] = dict(rt.options)
             runtimes[rt.name] = entry
@@ -218,6 +240,9 @@ class ContainerdConfig:
         return {
             "sandbox_image": self.sandbox_image,
             "restrict_oom_score_adj": self.restrict_oom_score_adj,
+            **self._stream_server(),
+            # Pod network namespaces under our state dir, not the host-wide /var/run/netns.
+            "netns_mounts_under_state_dir": True,
             "containerd": {"snapshotter": self.snapshotter, **self._runtimes_table()},
             "cni": {"bin_dir": str(self.cni_bin_dir), "conf_dir": self._cni_conf_dir},
         }
@@ -232,7 +257,17 @@ class ContainerdConfig:
             "containerd": self._runtimes_table(),
             "cni": {"bin_dirs": [str(self.cni_bin_dir)], "conf_dir": self._cni_conf_dir},
         }
-        return {"io.containerd.cri.v1.images": images, "io.containerd.cri.v1.runtime": runtime}
+        return {
+            "io.containerd.cri.v1.images": images,
+            "io.containerd.cri.v1.runtime": runtime,
+            CRI_PLUGIN: self._stream_server(),  # the gRPC/streaming plugin keeps these keys
+        }
+
+    def _stream_server(self) -> dict[str, object]:
+        return {
+            "stream_server_address": self.stream_server_address,
+            "stream_server_port": self.stream_server_port,
+        }
 
     def render(self) -> str:
         return render_toml(self.as_dict())
@@ -317,9 +352,11 @@ class CtrClient:
             raise CtrError(res.returncode, argv, res.stdout, res.stderr)
         return res
 
-    def import_image(self, tar: Path | str, timeout: float = 120.0) -> str:
+    def import_image(
+        self, tar: Path | str, timeout: float = 120.0, namespace: str | None = None
+    ) -> str:
         """Import (and unpack for the default snapshotter) an OCI archive; returns ctr's output."""
-        return self.ctr("images", "import", str(tar), timeout=timeout).stdout
+        return self.ctr("images", "import", str(tar), timeout=timeout, namespace=namespace).stdout
 
     def lines(self, *args: str, namespace: str | None = None) -> list[str]:
         """Non-empty output lines of a quiet listing command (e.g. `task ls -q`)."""
@@ -340,14 +377,34 @@ def _shared_dir_candidates(namespace: str) -> list[Path]:
     """Global dirs containerd, ctr and runc create as a side effect of our runs."""
     dirs = [CONTAINERD_RUN_DIR, SHIM_SOCKET_DIR, CONTAINERD_RUN_DIR / "fifo"]
     dirs.append(CONTAINERD_RUN_DIR / "runc")
-    controllers: list[Path] = []
-    if CGROUP_V1_ROOT.is_dir():
-        controllers = [c for c in sorted(CGROUP_V1_ROOT.iterdir()) if not c.is_symlink()]
-        controllers = [c for c in controllers if c.is_dir()]
-    for ns in dict.fromkeys((namespace, "default", "k8s.io")):
+    dirs += [cni.CNI_CACHE_DIR, cni.CNI_RESULTS_DIR]  # libcni caches CRI pods' results there
+    controllers = _cgroup_controllers()
+    for ns in dict.fromkeys((namespace, "default", CRI_NAMESPACE)):
         dirs.append(CONTAINERD_RUN_DIR / "runc" / ns)
         dirs += [ctl / ns for ctl in controllers]
+    dirs += [ctl / CGROUP_PARENT_BASE for ctl in controllers]
     return dirs
+
+
+CGROUP_PARENT_BASE = "bulkhead-test"  # CRI pods of instance X go under /bulkhead-test/X
+
+
+def _cgroup_controllers() -> list[Path]:
+    """The cgroup v1 hierarchies (and the hybrid unified one) mounted under /sys/fs/cgroup."""
+    if not CGROUP_V1_ROOT.is_dir():
+        return []
+    found = [c for c in sorted(CGROUP_V1_ROOT.iterdir()) if not c.is_symlink()]
+    return [c for c in found if c.is_dir()]
+
+
+def archive_image_names(tar: Path | str) -> list[str]:
+    """The image names (io.containerd.image.name) an OCI archive's index.json declares."""
+    with tarfile.open(tar) as archive:
+        member = archive.extractfile("index.json")
+        index = json.load(member) if member is not None else {}
+    names = [m.get("annotations", {}).get("io.containerd.image.name", "")
+             for m in index.get("manifests", [])]
+    return [n for n in names if n]
 
 
 def _listdir(path: Path) -> list[str]:
@@ -392,6 +449,8 @@ class PrivateContainerd(CtrClient):
     name: str = "default"
     version: str = "1.6"
     enable_cri: bool = False
+    cri_network: bool = True  # with CRI: a private bridge network (see devenv.cni)
+    cri_images: Sequence[Path] = ()  # OCI archives imported into k8s.io at start (the pause one)
     extra_path: Sequence[Path] = ()  # prepended to PATH (e.g. a directory with a fake shim)
     start_timeout: float = 30.0
     stop_timeout: float = 10.0
@@ -402,6 +461,7 @@ class PrivateContainerd(CtrClient):
     _log: IO[bytes] | None = field(default=None, init=False, repr=False)
     _last_log: str = field(default="", init=False, repr=False)
     _seen_tasks: set[tuple[str, str]] = field(default_factory=set, init=False, repr=False)
+    network: cni.TestNetwork | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -453,6 +513,34 @@ class PrivateContainerd(CtrClient):
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
+    # CRI paths
+    @property
+    def cni_conf_dir(self) -> Path:
+        return self.root_dir / "cni" / "net.d"
+
+    @property
+    def cni_ipam_dir(self) -> Path:
+        """host-local's lease files (per instance, so instances never hand out one address)."""
+        return self.run_dir / "cni" / "ipam"
+
+    @property
+    def cri_root(self) -> Path:
+        return self.root / CRI_PLUGIN
+
+    @property
+    def cri_state(self) -> Path:
+        return self.state / CRI_PLUGIN
+
+    @property
+    def netns_dir(self) -> Path:
+        """Where CRI bind-mounts pod network namespaces (netns_mounts_under_state_dir)."""
+        return self.cri_state / "netns"
+
+    @property
+    def cgroup_parent(self) -> str:
+        """A cgroup_parent for this instance's pods; stop() removes what runc made under it."""
+        return f"/{CGROUP_PARENT_BASE}/{self.name}"
+
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -465,6 +553,7 @@ class PrivateContainerd(CtrClient):
             ttrpc_address=self.ttrpc_address,
             containerd_version=self.version,
             enable_cri=self.enable_cri,
+            cni_conf_dir=self.cni_conf_dir,
         )
 
     def environment(self) -> dict[str, str]:
@@ -501,9 +590,26 @@ class PrivateContainerd(CtrClient):
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(self.run_dir, 0o711)
-        self.config_path.write_text(self.config().render())
-        self._spawn()
+        try:
+            if self.enable_cri and self.cri_network:
+                self.network = cni.allocate(self.name)
+                self.network.write_conflist(self.cni_conf_dir, self.cni_ipam_dir)
+            self.config_path.write_text(self.config().render())
+            self._spawn()
+            if self.enable_cri:
+                self._import_cri_images()
+        except BaseException:
+            self.stop()
+            raise
         return self
+
+    def _import_cri_images(self) -> None:
+        """Import the CRI images into k8s.io (so RunPodSandbox never pulls the pause image) and
+        pin the sandbox image where CRI reports pins (1.7+), as 1.7/2.x do for pulled ones."""
+        for tar in self.cri_images:
+            self.import_image(tar, namespace=CRI_NAMESPACE)
+            if self.version != "1.6" and PAUSE_IMAGE in archive_image_names(tar):
+                self.ctr("images", "label", PAUSE_IMAGE, PINNED_LABEL, namespace=CRI_NAMESPACE)
 
     def _spawn(self) -> None:
         """Run containerd on our config (log appended) and wait until it answers."""
@@ -561,6 +667,8 @@ class PrivateContainerd(CtrClient):
         """Remove tasks, stop containerd (TERM, then KILL), then remove every trace of it."""
         problems: list[str] = []
         if self.running:
+            if self.enable_cri:  # pods first: containerd runs CNI DEL and unmounts netns
+                problems += cri.remove_all_pods(self.address)
             problems += self._remove_all_tasks()
             self._terminate()
         self._last_log = self.log_text() or self._last_log
@@ -627,6 +735,8 @@ class PrivateContainerd(CtrClient):
         if left:
             problems.append("could not unmount " + ", ".join(m.mount_point for m in left))
             return problems  # never rmtree across a mount
+        problems += self._release_network()
+        self._remove_cgroup_parent()
         for d in (self.root_dir, self.run_dir):
             shutil.rmtree(d, ignore_errors=True)
             if d.exists():
@@ -634,6 +744,27 @@ class PrivateContainerd(CtrClient):
         for base in (self.root_base, self.run_base):
             _rmdir_if_empty(base)
         return problems
+
+    def sandbox_ids(self) -> set[str]:
+        """Ids of the pod sandboxes CRI has state for (left over only if not removed)."""
+        return set(_listdir(self.cri_root / "sandboxes")) | set(
+            _listdir(self.cri_state / "sandboxes"))
+
+    def _release_network(self) -> list[str]:
+        """Delete our bridge(s) with what CNI left of them (rules, cached results)."""
+        networks = {n.index: n for n in cni.owned_networks(self.name)}
+        if self.network is not None:
+            networks[self.network.index] = self.network
+        problems: list[str] = []
+        for net in networks.values():
+            problems += cni.release(net, self.sandbox_ids())
+        self.network = None
+        return problems
+
+    def _remove_cgroup_parent(self) -> None:
+        """runc removes each pod's cgroup, not the parents it created for our cgroup_parent."""
+        for ctl in _cgroup_controllers():
+            _rmdir_if_empty(ctl / self.cgroup_parent.lstrip("/"))
 
     def recorded_pid(self) -> int | None:
         """The pid of a containerd started earlier under this name, if it still runs."""
@@ -724,7 +855,19 @@ def reap_stale_instances(
         if instance.reap_if_dead():
             reaped.append(name)
             _rmdir_shared_if_unused(instance.namespace, run_base)
+    _reap_orphan_networks(root_base, run_base)
     return reaped
+
+
+def _reap_orphan_networks(root_base: Path, run_base: Path) -> None:
+    """A test bridge outlives its instance's dirs only if a run died while stopping: the
+    instance creates its dirs before the bridge and deletes them after it."""
+    for bridge, owner in cni.all_test_bridges().items():
+        if not _NAME_RE.match(owner) or (root_base / owner).exists() or (run_base / owner).exists():
+            continue
+        suffix = bridge.removeprefix(cni.BRIDGE_PREFIX)
+        if suffix.isdigit():
+            cni.release(cni.TestNetwork(int(suffix)))
 
 
 def _rmdir_shared_if_unused(namespace: str, run_base: Path) -> None:
