@@ -1,0 +1,1 @@
+"""CRI test infrastructure: a runtime.v1 subset, its client and a streaming client."""
