@@ -134,24 +134,18 @@ def allocate(owner: str) -> TestNetwork:
 
 def owned_networks(owner: str) -> list[TestNetwork]:
     """Bridges whose alias says owner created them (to clean up after a killed run)."""
-    found = []
-    for link in json.loads(_ip("-j", "link", "show", "type", "bridge").stdout or "[]"):
-        name = link.get("ifname", "")
-        suffix = name.removeprefix(BRIDGE_PREFIX)
-        if name.startswith(BRIDGE_PREFIX) and suffix.isdigit() and link.get("ifalias") == (
-            ALIAS_PREFIX + owner
-        ):
-            found.append(TestNetwork(int(suffix)))
-    return found
+    return [TestNetwork(int(bridge.removeprefix(BRIDGE_PREFIX)))
+            for bridge, name in all_test_bridges().items() if name == owner]
 
 
 def all_test_bridges() -> dict[str, str]:
-    """Every bhtest bridge on the host with the instance name in its alias."""
+    """Every bhtest<i> bridge an instance made ({bridge: instance name}, from its alias)."""
     bridges = {}
     for link in json.loads(_ip("-j", "link", "show", "type", "bridge").stdout or "[]"):
-        name = link.get("ifname", "")
-        if name.startswith(BRIDGE_PREFIX):
-            bridges[name] = str(link.get("ifalias", "")).removeprefix(ALIAS_PREFIX)
+        name, alias = link.get("ifname", ""), str(link.get("ifalias", ""))
+        if (name.removeprefix(BRIDGE_PREFIX).isdigit() and name.startswith(BRIDGE_PREFIX)
+                and alias.startswith(ALIAS_PREFIX)):
+            bridges[name] = alias.removeprefix(ALIAS_PREFIX)
     return bridges
 
 

@@ -865,9 +865,7 @@ def _reap_orphan_networks(root_base: Path, run_base: Path) -> None:
     for bridge, owner in cni.all_test_bridges().items():
         if not _NAME_RE.match(owner) or (root_base / owner).exists() or (run_base / owner).exists():
             continue
-        suffix = bridge.removeprefix(cni.BRIDGE_PREFIX)
-        if suffix.isdigit():
-            cni.release(cni.TestNetwork(int(suffix)))
+        cni.release(cni.TestNetwork(int(bridge.removeprefix(cni.BRIDGE_PREFIX))))
 
 
 def _rmdir_shared_if_unused(namespace: str, run_base: Path) -> None:
