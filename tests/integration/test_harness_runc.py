@@ -147,6 +147,10 @@ def test_config_is_valid_toml_with_cri(tmp_path: Path) -> None:
     assert doc["version"] == 2 and doc["disabled_plugins"] == []
     assert cri["restrict_oom_score_adj"] is True
     assert cri["containerd"]["runtimes"]["bulkhead"]["runtime_type"] == RUNTIME_TYPE
+    assert cri["containerd"]["runtimes"]["bulkhead"]["privileged_without_host_devices"] is True
+    assert (cri["netns_mounts_under_state_dir"], cri["stream_server_address"]) == (True,
+                                                                                   "127.0.0.1")
+    assert cri["sandbox_image"] == "localhost/bulkhead/pause:1"
     off = tomllib.loads(ContainerdConfig(**{**cfg.__dict__, "enable_cri": False}).render())
     assert off["disabled_plugins"] == ["io.containerd.grpc.v1.cri"]
     assert "io.containerd.grpc.v1.cri" not in off["plugins"]
@@ -167,7 +171,10 @@ def test_config_v3_for_containerd2(tmp_path: Path) -> None:
     runtime = plugins["io.containerd.cri.v1.runtime"]
     images = plugins["io.containerd.cri.v1.images"]
     assert doc["version"] == 3 and doc["disabled_plugins"] == []
-    assert "io.containerd.grpc.v1.cri" not in plugins
+    # Only the streaming server's keys stay with the gRPC CRI plugin in 2.x.
+    assert plugins["io.containerd.grpc.v1.cri"] == {
+        "stream_server_address": "127.0.0.1", "stream_server_port": "0"}
+    assert runtime["netns_mounts_under_state_dir"] is True
     assert runtime["restrict_oom_score_adj"] is True
     assert runtime["containerd"]["runtimes"]["bulkhead"]["runtime_type"] == RUNTIME_TYPE
     assert runtime["cni"]["bin_dirs"] == ["/usr/lib/cni"] and "bin_dir" not in runtime["cni"]
