@@ -1,5 +1,6 @@
 """Shared fixtures: private containerd 1.6 / 1.7 / 2.1 instances (one per session each), the
-demo image imported into them, and a per-test leak check."""
+demo image imported into them, and a per-test leak check. CRI-enabled instances and the `cri`
+fixture come from the cri.fixtures plugin."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ DEMO_IMAGE_TAR = Path(
     os.environ.get("BULKHEAD_DEMO_IMAGE", "/usr/local/share/bulkhead/demo-image.tar")
 )
 VERSIONS = tuple(INSTALLS)  # every version devenv knows: 1.6, 1.7, 2.1
+pytest_plugins = ("cri.fixtures",)
 
 
 def _start_instance(version: str) -> Iterator[PrivateContainerd]:
@@ -107,7 +109,11 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the containerd log tail to failures of tests that used an instance."""
     report = yield
-    instance = getattr(item, "funcargs", {}).get("containerd")
+    funcargs = getattr(item, "funcargs", {})
+    instance = funcargs.get("containerd")
+    env = funcargs.get("cri") or funcargs.get("cri_17")
+    if instance is None and env is not None:
+        instance = getattr(env, "instance", None)
     if report.failed and isinstance(instance, PrivateContainerd):
         report.sections.append((f"containerd {instance.version} log tail", instance.log_tail(60)))
     return report

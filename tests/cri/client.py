@@ -27,6 +27,9 @@ CALL_TIMEOUT = 120.0  # a VM-backed sandbox under TCG takes a while to boot or s
 MAX_MESSAGE = 64 << 20  # ExecSync may return 16 MiB of stdout plus 16 MiB of stderr
 
 R = TypeVar("R", bound=Message)
+# What kubelet sends for an ordinary pod: pod network and IPC, a PID namespace per container
+# (the proto3 default, POD, would share the pause process's PID namespace).
+KUBELET_NAMESPACES = pb.NamespaceOption(network=pb.POD, pid=pb.CONTAINER, ipc=pb.POD)
 
 
 class CriError(RuntimeError):
@@ -269,6 +272,8 @@ class CriClient:
         linux = linux or pb.LinuxPodSandboxConfig()
         if not linux.cgroup_parent:
             linux.cgroup_parent = self.defaults.cgroup_parent
+        if not linux.security_context.HasField("namespace_options"):
+            linux.security_context.namespace_options.CopyFrom(KUBELET_NAMESPACES)
         return pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=self.defaults.namespace),
             hostname=hostname, log_directory=log_dir, dns_config=dns, port_mappings=list(ports),
@@ -288,7 +293,11 @@ class CriClient:
                          labels: Mapping[str, str] | None = None,
                          annotations: Mapping[str, str] | None = None,
                          linux: pb.LinuxContainerConfig | None = None) -> pb.ContainerConfig:
-        """A ContainerConfig logging to <name>.log (relative to the pod's log directory)."""
+        """A ContainerConfig logging to <name>.log (relative to the pod's log directory), in
+        its own PID namespace as kubelet asks unless linux says otherwise."""
+        linux = linux or pb.LinuxContainerConfig()
+        if not linux.security_context.HasField("namespace_options"):
+            linux.security_context.namespace_options.CopyFrom(KUBELET_NAMESPACES)
         return pb.ContainerConfig(
             metadata=pb.ContainerMetadata(name=name), image=pb.ImageSpec(image=image),
             command=list(command), args=list(args), envs=key_values(env or {}),
