@@ -111,7 +111,7 @@ def checked(env: CriEnv, tmp_path: Path) -> Iterator[CriEnv]:
     try:
         assert_no_cri_leaks(env.instance, env.client, baseline)
     finally:
-        remove_leftovers(env.client)
+        remove_leftovers(env.instance, env.client)
 
 
 @pytest.fixture(params=VERSIONS, ids=[f"containerd{v}" for v in VERSIONS])

@@ -10,11 +10,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import cni
+from bulkhead.devenv import cni, procs
 from bulkhead.devenv.containerd import CRI_NAMESPACE, PrivateContainerd
 from leaks import LeakBaseline, find_leaks
 
-from cri.client import CriClient
+from cri.client import CriClient, CriError
 
 HOST_NETNS_DIRS = (Path("/run/netns"), Path("/var/run/netns"))
 # containerd's netns names; others there belong to other users of `ip netns` on the host.
@@ -87,12 +87,28 @@ def assert_no_cri_leaks(instance: PrivateContainerd, client: CriClient, baseline
     assert not leaks, "leaked after the test:\n  " + "\n  ".join(leaks)
 
 
-def remove_leftovers(client: CriClient) -> list[str]:
-    """Stop and remove what a failed test left, so the next test starts clean."""
+def remove_leftovers(instance: PrivateContainerd, client: CriClient) -> list[str]:
+    """Stop and remove what a failed test left, so the next test starts clean (and no VM of
+    it keeps running): a pod CRI cannot stop has its shim killed, then is removed again."""
     errors = []
     for pod in client.list_pod_sandbox():
         try:
             client.stop_and_remove_pod(pod.id)
-        except Exception as exc:  # noqa: BLE001 - report every failure, keep cleaning
+            continue
+        except CriError as exc:
             errors.append(f"{pod.id[:12]}: {exc}")
+        kill_shims(instance, pod.id)
+        try:
+            client.stop_and_remove_pod(pod.id)
+        except CriError as exc:
+            errors.append(f"{pod.id[:12]} after killing its shim: {exc}")
     return errors
+
+
+def kill_shims(instance: PrivateContainerd, pod_id: str) -> list[int]:
+    """SIGKILL this instance's shim(s) serving pod_id; containerd then cleans up after them."""
+    address = str(instance.address)
+    shims = procs.find_processes(lambda p: procs.has_arg_pair(p, "-address", address)
+                                 and procs.has_arg_pair(p, "-id", pod_id))
+    procs.kill_and_wait(p.pid for p in shims)
+    return [p.pid for p in shims]
