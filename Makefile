@@ -21,7 +21,7 @@ GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
 # Source trees linted and type-checked (only those that contain Python files are passed on).
-LINT_DIRS   := shim guest-agent packaging/guestimage bench
+LINT_DIRS   := shim guest-agent packaging/guestimage bench tests/cri
 # Our own scripts without a .py suffix, linted explicitly.
 LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
