@@ -50,6 +50,7 @@ class Sandbox:
         self._guest_zero: float | None = None  # host monotonic time of the guest's uptime 0
         self.vm_pid = 0
         self.restored = False  # the VM was cloned from a template
+        self.hostname = sandbox_id[:63]  # the VM's own; a pod's from its sandbox spec
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
 
@@ -111,7 +112,7 @@ class Sandbox:
         agent = AgentClient(self._ctl)
         try:  # both in flight at once: a round trip less on every sandbox start
             check, _ = await asyncio.gather(agent.check(timeout=10.0),
-                                            agent.setup_sandbox(self.id[:63]))
+                                            agent.setup_sandbox(self.hostname))
         except (TtrpcError, ConnectionError) as exc:
             tail = vm.console_tail()
             await self.stop_vm()
