@@ -23,6 +23,7 @@ from bulkhead.network.tap import (
     TapHandle,
     create_tap_redirect,
     open_tap,
+    remove_tap_redirect,
     tap_name,
 )
 from bulkhead_agent.network import configure
@@ -202,6 +203,17 @@ def test_teardown_removes_tap_and_qdiscs(net: PodNet) -> None:
         probe.send(b"x")  # resolves the pod's MAC through ARP
     assert any(n.get("lladdr") == net.mac and n["dst"] == net.ip
                for n in ip_json("neigh", "show", "dev", "cni0", netns=net.node))
+
+
+def test_crash_only_cleanup_needs_only_the_names(net: PodNet) -> None:
+    (eth0,) = asyncio.run(read_pod_interfaces(net.pod_path))
+    handle = asyncio.run(create_tap_redirect(net.pod_path, eth0))  # then the shim "dies"
+    try:
+        asyncio.run(remove_tap_redirect(net.pod_path, "eth0"))
+        assert set(links(net.pod)) == {"lo", "eth0"}
+        assert not has_ingress_qdisc(net.pod, "eth0")
+    finally:
+        handle.close()
 
 
 def test_teardown_after_the_namespace_is_gone(net: PodNet, namespaces: Namespaces) -> None:

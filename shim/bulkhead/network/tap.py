@@ -121,19 +121,22 @@ async def create_tap_redirect(netns_path: str, interface: Interface) -> TapHandl
     return TapHandle(netns_path, interface.name, name, fd)
 
 
-async def remove_tap_redirect(netns_path: str, interface: str, tap: str) -> None:
-    """Undo create_tap_redirect from the recorded names; whatever is already gone is skipped.
+async def remove_tap_redirect(netns_path: str, interface: str, tap: str | None = None) -> None:
+    """Undo create_tap_redirect; whatever is already gone is skipped.
 
+    Without `tap` its name is derived from the interface (tap_name), so crash-only cleanup
+    needs no more than the namespace and the interface names, recorded before creation.
     A namespace that no longer exists took all of it along.
     """
     where = f"interface {interface} in network namespace {netns_path}"
     try:
         async with rtnl(netns_path) as ipr:
-            with netlink_errors(f"remove the redirect of tap {tap} from {where}"):
+            with netlink_errors(f"remove the tap redirect of {where}"):
                 pod = await link_index(ipr, interface)
                 if pod is not None:
                     await _remove_ingress(ipr, pod)
-                index = await link_index(ipr, tap)
+                    tap = tap or tap_name(interface, pod)
+                index = await link_index(ipr, tap) if tap else None
                 if index is not None:
                     with ignore_errnos(errno.ENODEV):
                         await ipr.link("del", index=index)
