@@ -41,7 +41,7 @@ async def configure(interfaces: Sequence[Interface], netns_path: str | None = No
             await _take_identity(ipr, nic, iface)
         routes = [(nic, iface, route) for nic, iface in pairs for route in iface.routes]
         for nic, iface, route in sorted(routes, key=lambda t: _route_order(t[2])):
-            with netlink_errors(f"add route {_describe(route)} via {iface.name}"):
+            with netlink_errors(f"add route {_describe(route)} on {iface.name}"):
                 await ipr.route("replace", **_route_args(nic, route))
 
 

@@ -81,7 +81,8 @@ def test_more_interfaces_than_nics_names_the_missing_one(guest: str) -> None:
 def test_an_unreachable_gateway_names_the_route(guest: str) -> None:
     bad = Interface("eth0", POD.mac, 1500, (Address("10.77.0.2", 24),),
                     (Route("0.0.0.0", 0, "192.168.5.1"),))
-    with pytest.raises(NetworkError, match="add route 0.0.0.0/0 via 192.168.5.1 via eth0"):
+    with pytest.raises(NetworkError, match="add route 0.0.0.0/0 via 192.168.5.1 on eth0: "
+                                           "Network is unreachable"):
         asyncio.run(configure([bad], path(guest)))
 
 
@@ -97,6 +98,7 @@ def test_interfaces_travel_as_plain_dicts() -> None:
     ("mac", "0A:58:0A:4D:00:02", "MAC"),
     ("mtu", "1400", "MTU"),
     ("name", "a-name-too-long-for-linux", "not a valid Linux name"),
+    ("name", "eth0:1", "not a valid Linux name"),
     ("addresses", [{"ip": "10.77.0.2", "prefix_len": 33}], "prefix length of 10.77.0.2"),
     ("routes", [{"destination": "10.77.0.2", "prefix_len": 24}], "host bits set"),
     ("routes", [{"destination": "::", "prefix_len": 0, "gateway": "10.0.0.1"}], "family"),

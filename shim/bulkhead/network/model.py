@@ -36,6 +36,12 @@ def _ip(what: str, value: object) -> _IP:
     return ipaddress.ip_address(value)
 
 
+def _valid_ifname(name: object) -> bool:
+    """The kernel's dev_valid_name(), and printable."""
+    return (isinstance(name, str) and 0 < len(name) < IFNAMSIZ and name not in (".", "..")
+            and name.isprintable() and not any(c in name for c in "/: \t"))
+
+
 def _family(ip: _IP) -> int:
     return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
@@ -97,8 +103,7 @@ class Interface:
     routes: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:
-        if (not isinstance(self.name, str) or not 0 < len(self.name) < IFNAMSIZ
-                or "/" in self.name or not self.name.isprintable() or " " in self.name):
+        if not _valid_ifname(self.name):
             raise ValueError(f"interface name {self.name!r} is not a valid Linux name")
         if not isinstance(self.mac, str) or not _MAC.fullmatch(self.mac):
             raise ValueError(f"interface {self.name}: MAC {self.mac!r} is not aa:bb:cc:dd:ee:ff")
