@@ -82,3 +82,13 @@ def _guest_namespace(ns: dict[str, Any], container_id: str, sandbox_pid: int
 
 
 _PROC_NS = {"network": "net", "mount": "mnt"}  # OCI names that differ from /proc/<pid>/ns/
+
+
+def network_namespace_path(spec: dict[str, Any]) -> str:
+    """The network namespace the spec joins by path (a CRI pod's, set up by CNI), or ""."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
+            return str(ns["path"])
+    return ""

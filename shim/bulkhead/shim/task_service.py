@@ -24,7 +24,7 @@ from bulkhead.proto import (
     task_pb2,
 )
 from bulkhead.sandbox import guest_bundle, sizing
-from bulkhead.sandbox.guest_spec import SpecError, load_spec
+from bulkhead.sandbox.guest_spec import SpecError, load_spec, network_namespace_path
 from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
 from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
@@ -173,6 +173,7 @@ class TaskService:
         hostname = spec.get("hostname")
         if isinstance(hostname, str) and hostname:
             sb.hostname = hostname
+        sb.netns_path = network_namespace_path(spec)
 
     def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
         """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
