@@ -24,8 +24,9 @@ READY_MARKER = "template ready"  # on the console as "bulkhead-agent: template r
 # Loaded lazily by a cold-booted agent; a template loads them once for all its clones.
 WARM_MODULES = ("ctypes", "json", "bulkhead_agent.console", "bulkhead_agent.control",
                 "bulkhead_agent.cgroup_stats", "bulkhead_agent.vm_setup",
-                # pod networking: pyroute2 alone takes 1.2 s to import under TCG
-                "pyroute2", "bulkhead_agent.network", "google.protobuf.json_format")
+                # pod networking: pyroute2 alone takes 1.2 s to import under TCG (after
+                # bulkhead_agent.network, which lets it import ssl)
+                "bulkhead_agent.network", "pyroute2", "google.protobuf.json_format")
 PORTS = 2  # control and data
 
 
