@@ -203,7 +203,14 @@ class SocketListener:
         loop = asyncio.get_running_loop()
         if self.on_waiting is not None:
             self.on_waiting(self.name)
-        conn, _ = await loop.sock_accept(self.sock)
+        while True:
+            conn, peer = await loop.sock_accept(self.sock)
+            if self.sock.family != socket.AF_VSOCK or peer[0] == socket.VMADDR_CID_HOST:
+                break
+            # A container shares the VM's network, and vsock crosses no namespace: only the
+            # host may become the agent's shim.
+            log.warning("%s: refused a connection from CID %s (not the host)", self.name, peer[0])
+            conn.close()
         try:
             reader, writer = await asyncio.open_connection(sock=conn, limit=STREAM_LIMIT)
         except BaseException:

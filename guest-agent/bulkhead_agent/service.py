@@ -93,6 +93,7 @@ class AgentService:
             "WaitOOM": (empty_pb2.Empty, self.wait_oom),
             "SetupSandbox": (agent_pb2.SetupSandboxRequest, self.setup_sandbox),
             "PrepareTemplate": (empty_pb2.Empty, self.prepare_template),
+            "ConfigureNetwork": (agent_pb2.ConfigureNetworkRequest, self.configure_network),
             "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
             "Shutdown": (empty_pb2.Empty, self.shutdown),
         }
@@ -221,6 +222,23 @@ class AgentService:
                            req.mount_share)
         except vm_setup.SetupError as exc:
             raise FailedPrecondition(f"sandbox setup: {exc}") from None
+        return empty_pb2.Empty()
+
+    @rpc("ConfigureNetwork")
+    async def configure_network(self, req: agent_pb2.ConfigureNetworkRequest
+                                ) -> empty_pb2.Empty:
+        """The pod's interfaces on the guest's NIC (MAC, MTU, addresses, routes)."""
+        from bulkhead.network.model import Interface, NetworkError
+        from google.protobuf import json_format
+
+        from bulkhead_agent import network
+
+        try:
+            interfaces = [Interface.from_dict(json_format.MessageToDict(
+                i, preserving_proto_field_name=True)) for i in req.interfaces]
+            await network.configure(interfaces)
+        except NetworkError as exc:
+            raise FailedPrecondition(f"pod network: {exc}") from None
         return empty_pb2.Empty()
 
     @rpc("PrepareTemplate")

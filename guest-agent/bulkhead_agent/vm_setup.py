@@ -23,6 +23,9 @@ MIN_ENTROPY = 32  # bytes the shim must send
 SHARE_TAG = "bulkhead"
 SHARE_DIR = "/run/bulkhead/shared"
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=mmap"
+POD_SHM = "/run/bulkhead/pod-shm"  # the pod's /dev/shm, sized like containerd's for runc
+POD_SHM_OPTIONS = "mode=1777,size=65536k"
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 
 
 class SetupError(Exception):
@@ -62,25 +65,30 @@ def set_hostname(name: str) -> None:
             raise SetupError(f"set hostname {name!r}: {exc.strerror}") from None
 
 
-def share_mounted(mountinfo: str = "/proc/self/mountinfo") -> bool:
-    """True once the 9p share is on SHARE_DIR."""
+def mounted(target: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
+    """True if something is mounted on target."""
     with open(mountinfo) as f:
-        return any(line.split()[4] == SHARE_DIR for line in f if len(line.split()) > 4)
+        return any(line.split()[4] == target for line in f if len(line.split()) > 4)
 
 
-def mount_share() -> None:
-    """Mount the sandbox's 9p share (idempotent: a reconnecting shim asks again)."""
-    if share_mounted():
+def _mount(source: str, target: str, fstype: str, flags: int, options: str) -> None:
+    """mount(2), idempotent: a reconnecting shim asks again."""
+    if mounted(target):
         return
     import ctypes  # only here: a costly import under TCG that boot does not need
 
     libc = ctypes.CDLL(None, use_errno=True)
-    os.makedirs(SHARE_DIR, exist_ok=True)
-    if libc.mount(SHARE_TAG.encode(), SHARE_DIR.encode(), b"9p", 0,
-                  NINEP_OPTIONS.encode()) != 0:
+    os.makedirs(target, exist_ok=True)
+    if libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
+                  options.encode()) != 0:
         err = ctypes.get_errno()
-        raise SetupError(f"mount the 9p share {SHARE_TAG!r} on {SHARE_DIR}: "
-                         f"{os.strerror(err)}")
+        raise SetupError(f"mount {fstype} {source!r} on {target}: {os.strerror(err)}")
+
+
+def mount_share() -> None:
+    """The sandbox's 9p share, and the pod's /dev/shm."""
+    _mount(SHARE_TAG, SHARE_DIR, "9p", 0, NINEP_OPTIONS)
+    _mount("shm", POD_SHM, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, POD_SHM_OPTIONS)
 
 
 def setup(entropy: bytes, unix_ns: int, hostname: str, share: bool) -> None:

@@ -28,6 +28,8 @@ class Config:
     boot_timeout: float = 30.0
     kernel_params: str = ""
     debug: bool = False
+    pod_overhead_mib: int = 96  # guest RAM added to a pod's memory limit (kernel + agent)
+    max_vcpus: int = 0  # most vCPUs a pod's CPU quota may buy; 0: the host's CPU count
     boot: str = "template"  # template (clone a booted VM) | cold (boot every VM)
     tcg_tb_mib: int = 64  # TCG code buffer per VM (MiB; 0: QEMU's 1 GiB): bench/footprint.py
 

@@ -213,3 +213,45 @@ class SetupSandboxRequest(_message.Message):
     hostname: str
     mount_share: bool
     def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ...) -> None: ...
+
+class PodAddress(_message.Message):
+    __slots__ = ("ip", "prefix_len")
+    IP_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    ip: str
+    prefix_len: int
+    def __init__(self, ip: _Optional[str] = ..., prefix_len: _Optional[int] = ...) -> None: ...
+
+class PodRoute(_message.Message):
+    __slots__ = ("destination", "prefix_len", "gateway", "scope", "metric")
+    DESTINATION_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    GATEWAY_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    destination: str
+    prefix_len: int
+    gateway: str
+    scope: int
+    metric: int
+    def __init__(self, destination: _Optional[str] = ..., prefix_len: _Optional[int] = ..., gateway: _Optional[str] = ..., scope: _Optional[int] = ..., metric: _Optional[int] = ...) -> None: ...
+
+class PodInterface(_message.Message):
+    __slots__ = ("name", "mac", "mtu", "addresses", "routes")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MAC_FIELD_NUMBER: _ClassVar[int]
+    MTU_FIELD_NUMBER: _ClassVar[int]
+    ADDRESSES_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    mac: str
+    mtu: int
+    addresses: _containers.RepeatedCompositeFieldContainer[PodAddress]
+    routes: _containers.RepeatedCompositeFieldContainer[PodRoute]
+    def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[PodAddress, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[PodRoute, _Mapping]]] = ...) -> None: ...
+
+class ConfigureNetworkRequest(_message.Message):
+    __slots__ = ("interfaces",)
+    INTERFACES_FIELD_NUMBER: _ClassVar[int]
+    interfaces: _containers.RepeatedCompositeFieldContainer[PodInterface]
+    def __init__(self, interfaces: _Optional[_Iterable[_Union[PodInterface, _Mapping]]] = ...) -> None: ...

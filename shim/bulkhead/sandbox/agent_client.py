@@ -6,6 +6,7 @@ import os
 
 from google.protobuf import empty_pb2
 
+from bulkhead.network.model import Interface
 from bulkhead.proto import agent_pb2
 from bulkhead.ttrpc import Client
 
@@ -139,6 +140,16 @@ class AgentClient:
                                             mount_share=mount_share)
         req.wall_clock.GetCurrentTime()
         await self._client.call(SERVICE, "SetupSandbox", req, empty_pb2.Empty, timeout=10.0)
+
+    async def configure_network(self, interfaces: list[Interface]) -> None:
+        """Give the guest the pod's interfaces (their traffic reaches its NIC through a tap)."""
+        from google.protobuf import json_format
+
+        req = agent_pb2.ConfigureNetworkRequest()
+        for interface in interfaces:
+            json_format.ParseDict(interface.to_dict(), req.interfaces.add())
+        await self._client.call(SERVICE, "ConfigureNetwork", req, empty_pb2.Empty,
+                                timeout=30.0)
 
     async def prepare_template(self) -> None:
         """Warm the guest for its clones; it announces READY on the console once hung up."""

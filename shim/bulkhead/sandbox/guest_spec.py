@@ -34,10 +34,18 @@ def host_root_path(spec: dict[str, Any], bundle: str) -> str:
     return root if os.path.isabs(root) else os.path.join(bundle, root)
 
 
-def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
+# Namespaces a pod's containers share through the VM itself: the guest has one network (the
+# pod's interfaces, configured by the agent), one hostname and one IPC space per pod.
+VM_WIDE = ("network", "uts", "ipc")
+
+
+def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0) -> dict[str, Any]:
     """A copy with host-only parts removed: rootfs path, namespace paths, hooks.
 
-    Bind mounts must already point into the share (sandbox.volumes rewrites them).
+    A namespace the spec joins by path (a pod container joining its sandbox) is the VM's own
+    for network, uts and ipc, and the sandbox container's in the guest (sandbox_pid) for the
+    rest (pid when the pod shares one). Bind mounts must already point into the share
+    (sandbox.volumes rewrites them).
     """
     out = json.loads(json.dumps(spec))
     out.setdefault("root", {})["path"] = "rootfs"
@@ -51,13 +59,36 @@ def for_guest(spec: dict[str, Any], container_id: str) -> dict[str, Any]:
     process.pop("selinuxLabel", None)
     linux = out.setdefault("linux", {})
     linux.pop("mountLabel", None)
-    namespaces = []
-    for ns in linux.get("namespaces", []):
-        if ns.get("path"):
-            log.info("%s: %s namespace path %s is a host path; the guest makes its own",
-                     container_id, ns.get("type"), ns["path"])
-        namespaces.append({"type": ns["type"]})
-    linux["namespaces"] = namespaces
+    linux["namespaces"] = [guest_ns for ns in linux.get("namespaces", [])
+                           if (guest_ns := _guest_namespace(ns, container_id, sandbox_pid))]
     # The host's cgroup path (or a systemd slice spec) means nothing in the guest's cgroupfs.
     linux["cgroupsPath"] = f"/bulkhead/{container_id}"
     return out
+
+
+def _guest_namespace(ns: dict[str, Any], container_id: str, sandbox_pid: int
+                     ) -> dict[str, Any] | None:
+    """The guest's version of one OCI namespace entry (None: use the VM's own)."""
+    kind, path = str(ns.get("type")), ns.get("path")
+    if not path:
+        return {"type": kind}
+    if kind in VM_WIDE:
+        return None
+    if sandbox_pid:
+        return {"type": kind, "path": f"/proc/{sandbox_pid}/ns/{_PROC_NS.get(kind, kind)}"}
+    log.info("%s: %s namespace path %s is a host path; the guest makes its own",
+             container_id, kind, path)
+    return {"type": kind}
+
+
+_PROC_NS = {"network": "net", "mount": "mnt"}  # OCI names that differ from /proc/<pid>/ns/
+
+
+def network_namespace_path(spec: dict[str, Any]) -> str:
+    """The network namespace the spec joins by path (a CRI pod's, set up by CNI), or ""."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
+            return str(ns["path"])
+    return ""

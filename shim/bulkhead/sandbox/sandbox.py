@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 
 from bulkhead.config import Config
+from bulkhead.network.model import NetworkError
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.mounts import remove_mounted_tree
+from bulkhead.sandbox.pod_network import PodNetwork
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.sandbox.vm_boot import start_vm, vm_config
 from bulkhead.stdio.channel import DataChannel
@@ -50,6 +53,9 @@ class Sandbox:
         self._guest_zero: float | None = None  # host monotonic time of the guest's uptime 0
         self.vm_pid = 0
         self.restored = False  # the VM was cloned from a template
+        self.hostname = sandbox_id[:63]  # the VM's own; a pod's from its sandbox spec
+        self.netns_path = ""  # the pod's network namespace (CRI); "" for a lone container
+        self.network: PodNetwork | None = None
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
 
@@ -93,10 +99,21 @@ class Sandbox:
         cfg = self.config
         image = cfg.guest_image()
         config = vm_config(cfg, image, self.id, self.state_dir, self.shared_dir)
+        if self.netns_path:
+            try:
+                self.network = await PodNetwork.attach(self.netns_path, self.id)
+            except NetworkError as exc:
+                raise SandboxError(f"pod network: {exc}") from None
+            if self.network is not None:
+                config = dataclasses.replace(config, tap_fd=self.network.tap.fd)
         try:
             vm, link = await start_vm(cfg.boot, config, image)
         except VMError as exc:
+            await self._detach_network()
             raise SandboxError(str(exc)) from None
+        finally:
+            if self.network is not None:
+                self.network.release_fd()
         self.vm = vm
         self.vm_pid = vm.pid
         self.timings.update(vm.timings)
@@ -111,7 +128,9 @@ class Sandbox:
         agent = AgentClient(self._ctl)
         try:  # both in flight at once: a round trip less on every sandbox start
             check, _ = await asyncio.gather(agent.check(timeout=10.0),
-                                            agent.setup_sandbox(self.id[:63]))
+                                            agent.setup_sandbox(self.hostname))
+            if self.network is not None:
+                await agent.configure_network(self.network.interfaces)
         except (TtrpcError, ConnectionError) as exc:
             tail = vm.console_tail()
             await self.stop_vm()
@@ -170,6 +189,13 @@ class Sandbox:
         vm, self.vm = self.vm, None
         if vm is not None:
             await vm.stop()
+        await self._detach_network()
+
+    async def _detach_network(self) -> None:
+        """The tap and its redirect go with the VM."""
+        network, self.network = self.network, None
+        if network is not None:
+            await network.detach()
 
     async def destroy(self) -> None:
         """Stop the VM and remove every mount and file of the sandbox."""

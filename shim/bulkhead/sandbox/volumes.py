@@ -16,6 +16,10 @@ from typing import Any
 from bulkhead.sandbox.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, MountError, mount
 
 VOLUMES_DIR = "volumes"
+# The pod's /dev/shm: one tmpfs in the guest (the agent mounts it), bound into every container
+# of the pod, so POSIX shared memory works between them as under runc. The host's shm tmpfs
+# that containerd binds is not shared over 9p: it would not be shared memory in the guest.
+POD_SHM = "/run/bulkhead/pod-shm"
 
 
 class VolumeError(Exception):
@@ -60,6 +64,9 @@ def share(mounts: list[dict[str, Any]], host_bundle: str, guest_bundle: str
     for n, m in enumerate(mounts):
         if not is_bind(m):
             out.append(m)
+            continue
+        if m.get("destination") == "/dev/shm":
+            out.append(dict(copy.deepcopy(m), source=POD_SHM, type="bind"))
             continue
         what = _describe(m)
         source = m.get("source")

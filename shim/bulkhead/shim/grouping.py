@@ -9,8 +9,9 @@ import socket
 from bulkhead.oci_spec import SpecError, read_spec
 from bulkhead.paths import SOCKET_DIR
 
+CONTAINER_TYPE = "io.kubernetes.cri.container-type"  # "sandbox" or "container"
 CONTAINER_TYPE_KEYS = (
-    ("io.kubernetes.cri.container-type", "container"),
+    (CONTAINER_TYPE, "container"),
     ("io.kubernetes.cri-o.ContainerType", "container"),
     ("io.kubernetes.docker.type", "container"),
 )
@@ -26,10 +27,18 @@ BundleError = SpecError  # what `start` and `delete` report for an unusable conf
 
 def read_annotations(bundle: str) -> dict[str, str]:
     """Annotations of the bundle's OCI spec; a clear error if config.json is unusable."""
-    ann = read_spec(bundle).get("annotations") or {}
+    spec = read_spec(bundle)
+    try:
+        return annotations_of(spec)
+    except SpecError as exc:
+        raise SpecError(f"{os.path.join(bundle, 'config.json')}: {exc}") from None
+
+
+def annotations_of(spec: dict[str, object]) -> dict[str, str]:
+    """The annotations of a parsed OCI spec, as strings."""
+    ann = spec.get("annotations") or {}
     if not isinstance(ann, dict):
-        raise SpecError(f"{os.path.join(bundle, 'config.json')}: malformed OCI spec: "
-                        "annotations is not an object")
+        raise SpecError("malformed OCI spec: annotations is not an object")
     return {str(k): str(v) for k, v in ann.items()}
 
 

@@ -94,6 +94,7 @@ class Container:
     init: Process
     execs: dict[str, Process] = field(default_factory=dict)
     paused: bool = False
+    guest_pid: int = 0  # its init's pid in the guest (a pod's containers join the sandbox's)
     oom_reported: int = 0  # the guest cgroup's oom_kill count already published as /tasks/oom
 
     @property

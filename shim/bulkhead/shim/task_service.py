@@ -23,8 +23,8 @@ from bulkhead.proto import (
     runtimeoptions_pb2,
     task_pb2,
 )
-from bulkhead.sandbox import guest_bundle
-from bulkhead.sandbox.guest_spec import SpecError, load_spec
+from bulkhead.sandbox import guest_bundle, sizing
+from bulkhead.sandbox.guest_spec import SpecError, load_spec, network_namespace_path
 from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
 from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
@@ -32,6 +32,7 @@ from bulkhead.sandbox.volumes import VolumeError
 from bulkhead.shim import resources
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.exits import ExitReporter
+from bulkhead.shim.grouping import CONTAINER_TYPE, annotations_of, sandbox_key
 from bulkhead.shim.task import Container, Exit, Process, Status
 from bulkhead.stdio.host import ProcessIO, StdioError
 from bulkhead.ttrpc import Code, TtrpcError
@@ -128,6 +129,8 @@ class TaskService:
         own_config = self._apply_runtime_options(req)
         if self.config_error and not own_config:
             raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
+        if sb.agent is None:
+            self._size_vm(req.id, spec)
         io = await self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
         init = Process(req.id, "", req.stdin, req.stdout, req.stderr, req.terminal, io)
         init.timings["create"] = t_create
@@ -158,6 +161,20 @@ class TaskService:
         except StdioError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
 
+    def _size_vm(self, task_id: str, spec: dict[str, Any]) -> None:
+        """The VM's size and hostname from the pod sandbox's spec (a pod's first container)."""
+        sb = self.sandbox
+        try:
+            annotations = annotations_of(spec)
+            if annotations.get(CONTAINER_TYPE) == "sandbox":
+                sb.config = sizing.for_pod(sb.config, annotations)
+        except (SpecError, sizing.SizingError) as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"pod sandbox {task_id}: {exc}") from None
+        hostname = spec.get("hostname")
+        if isinstance(hostname, str) and hostname:
+            sb.hostname = hostname
+        sb.netns_path = network_namespace_path(spec)
+
     def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
         """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
 
@@ -187,16 +204,22 @@ class TaskService:
             raise TtrpcError(Code.UNAVAILABLE, f"sandbox {sb.id}: {exc}") from None
         try:
             guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, sb.host_bundle(req.id),
-                                 sb.guest_bundle(req.id))
+                                 sb.guest_bundle(req.id), self._sandbox_guest_pid(req.id, spec))
         except (RootfsError, MountError, VolumeError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
         init.timings["bundle_ready"] = time.monotonic()
         assert sb.channel is not None
         init.io.start_output(sb.channel, lambda n: _first_output(init))
-        await agent.create_container(req.id, sb.guest_bundle(req.id), req.terminal,
-                                     init.io.stream_ids)
+        container.guest_pid = await agent.create_container(
+            req.id, sb.guest_bundle(req.id), req.terminal, init.io.stream_ids)
         init.io.start_input(sb.channel)
+
+    def _sandbox_guest_pid(self, task_id: str, spec: dict[str, Any]) -> int:
+        """The guest pid of the pod's sandbox container, whose namespaces a container joins."""
+        key, joins = sandbox_key(task_id, annotations_of(spec))
+        sandbox = self.tasks.get(key) if joins else None
+        return sandbox.guest_pid if sandbox is not None else 0
 
     async def _forget(self, container: Container) -> None:
         """Undo a container's host resources (and the VM if nothing else uses it)."""

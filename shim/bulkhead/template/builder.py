@@ -73,7 +73,7 @@ async def _boot_and_snapshot(build_dir: Path, config: VMConfig) -> dict[str, obj
     share.mkdir()
     cfg = dataclasses.replace(config, name=f"template-{build_dir.name}", state_dir=build_dir,
                               shared_dir=share, memory_file=build_dir / store.MEMORY,
-                              memory_shared=True, restore_from=None)
+                              memory_shared=True, restore_from=None, tap_fd=-1)
     vm = QemuVM(cfg)
     try:
         link = await vm.start()

@@ -57,6 +57,9 @@ class VMConfig:
     memory_file: Path | None = None
     memory_shared: bool = False
     restore_from: Path | None = None  # a template's device state: resume it instead of booting
+    # The pod network's backend: an open tap in the pod's netns (QEMU finds its vnet header
+    # itself); -1: none, the guest NIC then leads nowhere (lone containers, templates).
+    tap_fd: int = -1
 
 
 @dataclass

@@ -299,6 +299,8 @@ class QemuVM:
                 reservation = self._reserve_cid()
                 plan.vhost_fd, plan.cid = reservation.fd, reservation.cid
             plan.pass_fds = [s.fileno() for s in owned] + ([plan.vhost_fd] if reservation else [])
+            if cfg.tap_fd >= 0:
+                plan.pass_fds.append(cfg.tap_fd)
             if migration is not None:
                 plan.migration_fd = self._migration_fd = migration
                 plan.pass_fds.append(migration)

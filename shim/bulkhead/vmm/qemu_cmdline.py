@@ -102,8 +102,11 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
              "-mon", "chardev=qmp,mode=control"]
     args += rootfs_args(config)
     args += ["-device", "virtio-rng-device"]
-    # The pod's network interface; its backend leads nowhere until pods have networking.
-    args += ["-netdev", "hubport,id=net0,hubid=0", "-device", "virtio-net-device,netdev=net0"]
+    # The pod's network interface: its tap in the pod's netns, or a hub port leading nowhere.
+    # The device is the same either way, so a template serves pods and lone containers.
+    netdev = (f"tap,id=net0,fd={config.tap_fd}" if config.tap_fd >= 0
+              else "hubport,id=net0,hubid=0")
+    args += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
     args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
                        "security_model=passthrough,multidevs=remap",
              "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
