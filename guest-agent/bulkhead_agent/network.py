@@ -10,18 +10,12 @@ pods with a network need it.
 from __future__ import annotations
 
 import socket
-import sys
 from collections.abc import Sequence
 
 from bulkhead.network.model import Interface, NetworkError, Route
 from bulkhead.network.netns import Rtnl, is_ethernet, link_index, netlink_errors, rtnl
 
 IFA_F_NODAD = 0x02
-
-# __main__ blocks ssl (asyncio would import it for nothing), but pyroute2's rtnl marshal imports
-# it unconditionally: lift the block before pyroute2 loads.
-if "ssl" in sys.modules and sys.modules["ssl"] is None:
-    del sys.modules["ssl"]
 
 
 async def configure(interfaces: Sequence[Interface], netns_path: str | None = None) -> None:

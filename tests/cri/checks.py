@@ -404,7 +404,9 @@ def check_update_resources(env: CriEnv, handler: str) -> None:
             memory_limit_in_bytes=mib64, cpu_period=100000, cpu_quota=50000))
         resources = env.client.container_status(cid).status.resources.linux
         assert (resources.memory_limit_in_bytes, resources.cpu_quota) == (mib64, 50000)
-        limit = exec_ok(env.client, cid, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
+        # cgroup v2 in a Bulkhead guest, v1 for runc on this hybrid host
+        limit = exec_ok(env.client, cid, "sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null"
+                        " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")
         assert int(limit) == mib64
 
 

@@ -10,6 +10,7 @@ import os
 import select
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -315,3 +316,12 @@ def test_a_guest_stack_talks_to_the_node_through_the_redirect(
     finally:
         relay.stop()
         os.close(nic)
+
+
+def test_pyroute2_loads_where_ssl_is_blocked() -> None:
+    """Shim daemon and agent block ssl; pyroute2 still loads and the block stays."""
+    code = ("import sys; sys.modules['ssl'] = None\n"
+            "from bulkhead.network.netns import load_pyroute2\n"
+            "load_pyroute2(); import pyroute2.netlink.exceptions\n"
+            "assert sys.modules['ssl'] is None, sys.modules['ssl']\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})

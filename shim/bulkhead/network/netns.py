@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
@@ -33,6 +34,20 @@ SELF_NETNS = "/proc/thread-self/ns/net"
 ARPHRD_ETHER = 1
 IFF_LOOPBACK = 0x8
 T = TypeVar("T")
+
+
+def load_pyroute2() -> None:
+    """Import pyroute2 in a program that blocks ssl (shim daemon, agent: asyncio would load it
+    for nothing). pyroute2's rtnl marshal imports ssl at load time, so the block is lifted for
+    that import (libssl's pages are shared between shims) and restored for everyone else."""
+    if "pyroute2" in sys.modules or sys.modules.get("ssl", False) is not None:
+        import pyroute2  # noqa: F401 - nothing blocked, or already loaded
+        return
+    del sys.modules["ssl"]
+    try:
+        import pyroute2  # noqa: F401
+    finally:
+        sys.modules["ssl"] = None  # type: ignore[assignment]
 Rtnl = Any  # pyroute2.AsyncIPRoute (pyroute2 has no type information)
 Msg = Any  # a pyroute2 netlink message
 
@@ -100,6 +115,7 @@ async def rtnl(netns_path: str | None = None) -> AsyncIterator[Rtnl]:
     Async because shim and agent are asyncio programs: pyroute2's sync IPRoute runs its own
     loop and fails inside a running one ("This event loop is already running").
     """
+    load_pyroute2()
     from pyroute2 import AsyncIPRoute
 
     fileno = None
@@ -135,6 +151,7 @@ async def link_index(ipr: Rtnl, name: str) -> int | None:
 @contextmanager
 def ignore_errnos(*codes: int) -> Iterator[None]:
     """Netlink errors with these codes (the object is already gone, say) are no failure."""
+    load_pyroute2()
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:
@@ -147,6 +164,7 @@ def ignore_errnos(*codes: int) -> Iterator[None]:
 @contextmanager
 def netlink_errors(what: str) -> Iterator[None]:
     """A netlink failure as a NetworkError saying `what` failed (step, namespace, interface)."""
+    load_pyroute2()
     from pyroute2.netlink.exceptions import NetlinkError
 
     try:

@@ -59,6 +59,9 @@ class ExitReporter:
             log.error("%s: exit reported as %d: the guest could not report it (%s)",
                       proc.name, KILLED, reason)
         await proc.io.drain_output(marks)
+        # EOF on the host FIFOs now, as runc's shim gives once the pipes drain: the CRI waits
+        # for it before it deletes a task (ExecSync, the TaskExit handler), ctr after.
+        await proc.io.close()
         self.publish_oom(container, oom_kills)
         if not proc.exec_id:
             await self._execs_exited(container)
