@@ -15,6 +15,7 @@ import os
 import shutil
 
 from bulkhead.network.netns import load_pyroute2
+
 from bulkhead_agent import log as agentlog
 from bulkhead_agent.crun import Crun
 from bulkhead_agent.errors import CrunError

@@ -31,7 +31,7 @@ def test_for_guest_drops_host_only_parts() -> None:
     assert "hooks" not in out and "apparmorProfile" not in out["process"]
     assert [m["destination"] for m in out["mounts"]] == ["/proc", "/etc/hosts"]
     # The pod's network is the VM's: a namespace joined by path is the guest's own.
-    assert out["linux"]["namespaces"] == [{"type": "pid"}]
+    assert out["linux"]["namespaces"] == [{"type": "pid"}, {"type": "cgroup"}]
     assert out["linux"]["cgroupsPath"] == "/bulkhead/c1"
 
 

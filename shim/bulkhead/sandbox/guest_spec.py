@@ -61,6 +61,10 @@ def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0) -> 
     linux.pop("mountLabel", None)
     linux["namespaces"] = [guest_ns for ns in linux.get("namespaces", [])
                            if (guest_ns := _guest_namespace(ns, container_id, sandbox_pid))]
+    if not any(ns["type"] == "cgroup" for ns in linux["namespaces"]):
+        # The guest is cgroup v2, where containerd and Docker give containers a private
+        # cgroup namespace: /sys/fs/cgroup is then the container's own cgroup.
+        linux["namespaces"].append({"type": "cgroup"})
     # The host's cgroup path (or a systemd slice spec) means nothing in the guest's cgroupfs.
     linux["cgroupsPath"] = f"/bulkhead/{container_id}"
     return out

@@ -12,6 +12,7 @@ import time
 from bulkhead.config import Config
 from bulkhead.network.model import NetworkError
 from bulkhead.paths import sandbox_dir
+from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.pod_network import PodNetwork
@@ -55,6 +56,7 @@ class Sandbox:
         self.restored = False  # the VM was cloned from a template
         self.hostname = sandbox_id[:63]  # the VM's own; a pod's from its sandbox spec
         self.netns_path = ""  # the pod's network namespace (CRI); "" for a lone container
+        self.cgroups_path = ""  # the pod sandbox's host cgroup (CRI), where QEMU runs
         self.network: PodNetwork | None = None
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
@@ -117,6 +119,11 @@ class Sandbox:
         self.vm = vm
         self.vm_pid = vm.pid
         self.timings.update(vm.timings)
+        try:
+            self._join_host_cgroup(vm.pid)
+        except host_cgroup.HostCgroupError as exc:
+            await self.stop_vm()
+            raise SandboxError(str(exc)) from None
         channel_name = ("virtio-serial port bulkhead.ctl" if vm.channel == "serial"
                         else "vsock port 1024")
         ctl_reader, ctl_writer = link.ctl
@@ -148,6 +155,14 @@ class Sandbox:
         log.info("sandbox %s: VM pid %d up (%s, accel=%s, channel=%s, guest kernel %s)",
                  self.id, vm.pid, "cloned from a template" if self.restored else "cold boot",
                  vm.accel, vm.channel, check.kernel_release)
+
+    def _join_host_cgroup(self, pid: int) -> None:
+        """QEMU into the pod's host cgroup, recorded first so `delete` finds it after a crash."""
+        if not self.cgroups_path:
+            return
+        self.state.host_cgroups = host_cgroup.cgroup_dirs(self.cgroups_path)
+        self.state.save(self.state_dir)
+        host_cgroup.join(self.state.host_cgroups, pid)
 
     async def _watch_vm(self, vm: QemuVM) -> None:
         """A VM that exits on its own takes its containers with it: drop the agent link so
@@ -190,6 +205,10 @@ class Sandbox:
         if vm is not None:
             await vm.stop()
         await self._detach_network()
+        if self.state.host_cgroups:
+            for path in host_cgroup.remove(self.state.host_cgroups):
+                log.warning("sandbox %s: host cgroup %s still in use, left in place", self.id,
+                            path)
 
     async def _detach_network(self) -> None:
         """The tap and its redirect go with the VM."""

@@ -22,6 +22,7 @@ class SandboxState:
     shim_pid: int
     socket: str
     containers: list[str] = field(default_factory=list)
+    host_cgroups: list[str] = field(default_factory=list)  # QEMU's, in each hierarchy
 
     def save(self, state_dir: str) -> None:
         """Write atomically so a crash never leaves a half-written file."""

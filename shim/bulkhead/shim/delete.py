@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,13 @@ def cleanup_sandbox(state_dir: str, sock: str) -> None:
         from bulkhead.vmm.base import kill_stale
 
         kill_stale(Path(state_dir))
+    if state is not None and state.host_cgroups:
+        from bulkhead.sandbox.host_cgroup import remove
+
+        for path in remove(state.host_cgroups):
+            print(f"bulkhead delete: host cgroup {path} still in use, left in place",
+                  file=sys.stderr)
+    if os.path.isdir(state_dir):
         remove_mounted_tree(state_dir)
     remove_empty_parent(state_dir)
     _remove_stale_socket(sock)

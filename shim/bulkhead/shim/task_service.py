@@ -168,6 +168,7 @@ class TaskService:
             annotations = annotations_of(spec)
             if annotations.get(CONTAINER_TYPE) == "sandbox":
                 sb.config = sizing.for_pod(sb.config, annotations)
+                sb.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
         except (SpecError, sizing.SizingError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"pod sandbox {task_id}: {exc}") from None
         hostname = spec.get("hostname")
