@@ -23,6 +23,7 @@ from bulkhead_agent.template_prep import TemplatePrep
 
 if TYPE_CHECKING:
     from bulkhead_agent.control import ContainerControl
+    from bulkhead_agent.port_forward import PortForwards
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class AgentService:
             "SetupSandbox": (agent_pb2.SetupSandboxRequest, self.setup_sandbox),
             "PrepareTemplate": (empty_pb2.Empty, self.prepare_template),
             "ConfigureNetwork": (agent_pb2.ConfigureNetworkRequest, self.configure_network),
+            "ForwardPort": (agent_pb2.ForwardPortRequest, self.forward_port),
             "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
             "Shutdown": (empty_pb2.Empty, self.shutdown),
         }
@@ -222,6 +224,23 @@ class AgentService:
                            req.mount_share)
         except vm_setup.SetupError as exc:
             raise FailedPrecondition(f"sandbox setup: {exc}") from None
+        return empty_pb2.Empty()
+
+    @functools.cached_property
+    def port_forwards(self) -> PortForwards:
+        """Relays of the CRI's PortForward, loaded on first use."""
+        from bulkhead_agent.port_forward import PortForwards
+
+        return PortForwards()
+
+    @rpc("ForwardPort")
+    async def forward_port(self, req: agent_pb2.ForwardPortRequest) -> empty_pb2.Empty:
+        """Connect to a port on the VM's loopback and relay it over two streams."""
+        channel = self.supervisor.channel
+        if channel is None:
+            raise FailedPrecondition("no data channel to relay the port over")
+        await self.port_forwards.open(channel, req.port, req.to_guest_stream,
+                                      req.from_guest_stream)
         return empty_pb2.Empty()
 
     @rpc("ConfigureNetwork")

@@ -250,6 +250,16 @@ class PodInterface(_message.Message):
     routes: _containers.RepeatedCompositeFieldContainer[PodRoute]
     def __init__(self, name: _Optional[str] = ..., mac: _Optional[str] = ..., mtu: _Optional[int] = ..., addresses: _Optional[_Iterable[_Union[PodAddress, _Mapping]]] = ..., routes: _Optional[_Iterable[_Union[PodRoute, _Mapping]]] = ...) -> None: ...
 
+class ForwardPortRequest(_message.Message):
+    __slots__ = ("port", "to_guest_stream", "from_guest_stream")
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    TO_GUEST_STREAM_FIELD_NUMBER: _ClassVar[int]
+    FROM_GUEST_STREAM_FIELD_NUMBER: _ClassVar[int]
+    port: int
+    to_guest_stream: int
+    from_guest_stream: int
+    def __init__(self, port: _Optional[int] = ..., to_guest_stream: _Optional[int] = ..., from_guest_stream: _Optional[int] = ...) -> None: ...
+
 class ConfigureNetworkRequest(_message.Message):
     __slots__ = ("interfaces",)
     INTERFACES_FIELD_NUMBER: _ClassVar[int]

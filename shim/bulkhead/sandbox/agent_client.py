@@ -141,6 +141,12 @@ class AgentClient:
         req.wall_clock.GetCurrentTime()
         await self._client.call(SERVICE, "SetupSandbox", req, empty_pb2.Empty, timeout=10.0)
 
+    async def forward_port(self, port: int, to_guest: int, from_guest: int) -> None:
+        """Have the agent connect to port on the VM's loopback, relayed over two streams."""
+        req = agent_pb2.ForwardPortRequest(port=port, to_guest_stream=to_guest,
+                                           from_guest_stream=from_guest)
+        await self._client.call(SERVICE, "ForwardPort", req, empty_pb2.Empty, timeout=10.0)
+
     async def configure_network(self, interfaces: list[Interface]) -> None:
         """Give the guest the pod's interfaces (their traffic reaches its NIC through a tap)."""
         from google.protobuf import json_format

@@ -16,6 +16,7 @@ from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.pod_network import PodNetwork
+from bulkhead.sandbox.port_forward import PortForwarder
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.sandbox.vm_boot import start_vm, vm_config
 from bulkhead.stdio.channel import DataChannel
@@ -58,6 +59,7 @@ class Sandbox:
         self.netns_path = ""  # the pod's network namespace (CRI); "" for a lone container
         self.cgroups_path = ""  # the pod sandbox's host cgroup (CRI), where QEMU runs
         self.network: PodNetwork | None = None
+        self.port_forwarder: PortForwarder | None = None
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
 
@@ -152,9 +154,18 @@ class Sandbox:
             self._guest_zero = self.timings["agent_ready"] - check.now_uptime
         self.agent = agent
         self._vm_watch = asyncio.create_task(self._watch_vm(vm))
+        if self.netns_path:
+            self._start_port_forwarder()
         log.info("sandbox %s: VM pid %d up (%s, accel=%s, channel=%s, guest kernel %s)",
                  self.id, vm.pid, "cloned from a template" if self.restored else "cold boot",
                  vm.accel, vm.channel, check.kernel_release)
+
+    def _start_port_forwarder(self) -> None:
+        """The CRI's PortForward dials into the pod's namespace: take it to the guest."""
+        try:
+            self.port_forwarder = PortForwarder.start(self, self.netns_path)
+        except (OSError, NetworkError) as exc:
+            log.warning("sandbox %s: no port forwarding: %s", self.id, exc)
 
     def _join_host_cgroup(self, pid: int) -> None:
         """QEMU into the pod's host cgroup, recorded first so `delete` finds it after a crash."""
@@ -195,6 +206,9 @@ class Sandbox:
             self._vm_watch.cancel()
             self._vm_watch = None
         self.agent = None
+        forwarder, self.port_forwarder = self.port_forwarder, None
+        if forwarder is not None:
+            await forwarder.close()
         if self._ctl is not None:
             await self._ctl.close()
             self._ctl = None
