@@ -4,6 +4,7 @@
 #   make demo      run one container through containerd with the Bulkhead runtime
 #   make test      lint + the whole test suite
 #   make lint      ruff + mypy
+#   make bench-pods  pods through CRI, Bulkhead vs runc (BENCH_ARGS="-n 5 ..."; needs `install`)
 #   make clean     remove build artefacts from the work tree (not what `install` installed)
 
 SHELL := /bin/bash
@@ -28,7 +29,8 @@ LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 SRC_INPUTS  := pyproject.toml shim guest-agent cffi_build proto README.md
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
 
-.PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean
+.PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \
+        bench-pods
 
 install: deps venv package links demo-image guest-image template
 
@@ -113,6 +115,11 @@ lint: package
 	echo "mypy $${dirs[*]}"; \
 	$(VENV)/bin/mypy "$${dirs[@]}" || rc=1; \
 	exit $$rc
+
+# Start time, parallel start, memory per idle pod and HTTP throughput of pods, Bulkhead vs runc
+# (bench/pods.py; figures only). Runs against what is installed: it installs nothing itself.
+bench-pods:
+	$(PY) bench/pods.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis out
