@@ -221,7 +221,7 @@ class AgentService:
 
         try:
             vm_setup.setup(req.entropy, req.wall_clock.ToNanoseconds(), req.hostname,
-                           req.mount_share)
+                           req.mount_share, dict(req.sysctls))
         except vm_setup.SetupError as exc:
             raise FailedPrecondition(f"sandbox setup: {exc}") from None
         return empty_pb2.Empty()

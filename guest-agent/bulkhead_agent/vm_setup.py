@@ -91,11 +91,26 @@ def mount_share() -> None:
     _mount("shm", POD_SHM, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, POD_SHM_OPTIONS)
 
 
-def setup(entropy: bytes, unix_ns: int, hostname: str, share: bool) -> None:
+def set_sysctls(sysctls: dict[str, str], proc_sys: str = "/proc/sys") -> None:
+    """The pod's VM-wide sysctls (kernel.* or net.ipv4.x names, as in an OCI spec)."""
+    for name, value in sorted(sysctls.items()):
+        parts = name.replace("/", ".").split(".")
+        if not all(parts) or any(p in (".", "..") for p in parts):
+            raise SetupError(f"sysctl {name!r} is not a sysctl name")
+        try:
+            with open(os.path.join(proc_sys, *parts), "w") as f:
+                f.write(value)
+        except OSError as exc:
+            raise SetupError(f"sysctl {name}={value!r}: {exc.strerror}") from None
+
+
+def setup(entropy: bytes, unix_ns: int, hostname: str, share: bool,
+          sysctls: dict[str, str] | None = None) -> None:
     """Every step, in the order that matters: randomness first, the share last."""
     reseed_rng(entropy)
     set_wall_clock(unix_ns)
     set_hostname(hostname)
+    set_sysctls(sysctls or {})
     if share:
         mount_share()
     log.info("sandbox setup done: rng reseeded, clock set, hostname %r, share %s", hostname,

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from bulkhead.sandbox.guest_spec import SpecError, for_guest, load_spec
+from bulkhead.sandbox.guest_spec import SpecError, for_guest, load_spec, vm_wide_sysctls
+from bulkhead_agent import vm_setup
 
 
 def spec() -> dict[str, object]:
@@ -46,3 +47,26 @@ def test_load_spec_errors_name_the_problem(tmp_path: Path, text: str, why: str) 
 def test_load_spec_ok(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text(json.dumps(spec()))
     assert load_spec(str(tmp_path))["process"]["args"] == ["sh"]
+
+
+def test_sysctls_of_shared_namespaces_go_to_the_vm() -> None:
+    """containerd 2.x puts net.ipv4.ip_unprivileged_port_start in the pod's spec: crun
+    refuses it without a network namespace of the container's, so the VM takes it."""
+    spec = {"process": {"args": ["pause"]},
+            "linux": {"namespaces": [{"type": "network", "path": "/var/run/netns/cni-1"},
+                                     {"type": "ipc"}, {"type": "pid"}],
+                      "sysctl": {"net.ipv4.ip_unprivileged_port_start": "0",
+                                 "kernel.shm_rmid_forced": "1", "vm.swappiness": "1"}}}
+    assert vm_wide_sysctls(spec) == {"net.ipv4.ip_unprivileged_port_start": "0"}
+    out = for_guest(spec, "c1")
+    assert out["linux"]["sysctl"] == {"kernel.shm_rmid_forced": "1", "vm.swappiness": "1"}
+
+
+def test_agent_writes_vm_sysctls_and_names_bad_ones(tmp_path: Path) -> None:
+    (tmp_path / "net/ipv4").mkdir(parents=True)
+    vm_setup.set_sysctls({"net.ipv4.ip_unprivileged_port_start": "0"}, str(tmp_path))
+    assert (tmp_path / "net/ipv4/ip_unprivileged_port_start").read_text() == "0"
+    with pytest.raises(vm_setup.SetupError, match=r"sysctl 'net\.\.\.x'"):
+        vm_setup.set_sysctls({"net...x": "1"}, str(tmp_path))
+    with pytest.raises(vm_setup.SetupError, match="sysctl net.core.nope=.1.: No such file"):
+        vm_setup.set_sysctls({"net.core.nope": "1"}, str(tmp_path))

@@ -203,16 +203,25 @@ class RemoveContainerRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class SetupSandboxRequest(_message.Message):
-    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share")
+    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share", "sysctls")
+    class SysctlsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ENTROPY_FIELD_NUMBER: _ClassVar[int]
     WALL_CLOCK_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     MOUNT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SYSCTLS_FIELD_NUMBER: _ClassVar[int]
     entropy: bytes
     wall_clock: _timestamp_pb2.Timestamp
     hostname: str
     mount_share: bool
-    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ...) -> None: ...
+    sysctls: _containers.ScalarMap[str, str]
+    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ..., sysctls: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PodAddress(_message.Message):
     __slots__ = ("ip", "prefix_len")

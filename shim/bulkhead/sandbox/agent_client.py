@@ -133,11 +133,13 @@ class AgentClient:
         return await self._client.call(SERVICE, "WaitOOM", empty_pb2.Empty(),
                                        agent_pb2.OOMEvent)
 
-    async def setup_sandbox(self, hostname: str, mount_share: bool = True) -> None:
-        """Fresh entropy, the host's wall clock, the hostname, and the share: what a new VM
-        (a template clone above all) must take before it runs anything for the sandbox."""
+    async def setup_sandbox(self, hostname: str, mount_share: bool = True,
+                            sysctls: dict[str, str] | None = None) -> None:
+        """Fresh entropy, the host's wall clock, the hostname, the pod's VM-wide sysctls and
+        the share: what a new VM (a template clone above all) must take before it runs
+        anything for the sandbox."""
         req = agent_pb2.SetupSandboxRequest(entropy=os.urandom(64), hostname=hostname,
-                                            mount_share=mount_share)
+                                            mount_share=mount_share, sysctls=sysctls or {})
         req.wall_clock.GetCurrentTime()
         await self._client.call(SERVICE, "SetupSandbox", req, empty_pb2.Empty, timeout=10.0)
 

@@ -61,6 +61,9 @@ def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0) -> 
     linux.pop("mountLabel", None)
     linux["namespaces"] = [guest_ns for ns in linux.get("namespaces", [])
                            if (guest_ns := _guest_namespace(ns, container_id, sandbox_pid))]
+    if "sysctl" in linux:  # the VM's own namespaces take the pod's from SetupSandbox
+        shared = vm_wide_sysctls(spec)
+        linux["sysctl"] = {k: v for k, v in linux["sysctl"].items() if k not in shared}
     if not any(ns["type"] == "cgroup" for ns in linux["namespaces"]):
         # The guest is cgroup v2, where containerd and Docker give containers a private
         # cgroup namespace: /sys/fs/cgroup is then the container's own cgroup.
@@ -83,6 +86,29 @@ def _guest_namespace(ns: dict[str, Any], container_id: str, sandbox_pid: int
     log.info("%s: %s namespace path %s is a host path; the guest makes its own",
              container_id, kind, path)
     return {"type": kind}
+
+
+def _sysctl_namespace(name: str) -> str:
+    """Which namespace a sysctl lives in, as crun and runc decide it ("" for none)."""
+    if name.startswith("net."):
+        return "network"
+    if name in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    if name.startswith(("kernel.shm", "kernel.msg", "fs.mqueue.")) or name == "kernel.sem":
+        return "ipc"
+    return ""
+
+
+def vm_wide_sysctls(spec: dict[str, Any]) -> dict[str, str]:
+    """The spec's sysctls for namespaces it joins by path (a pod's, which the VM's own
+    namespaces stand for): crun would refuse them without a namespace of the container's."""
+    linux = spec.get("linux")
+    if not isinstance(linux, dict) or not isinstance(linux.get("sysctl"), dict):
+        return {}
+    joined = {ns.get("type") for ns in linux.get("namespaces", [])
+              if isinstance(ns, dict) and ns.get("path") and ns.get("type") in VM_WIDE}
+    return {str(k): str(v) for k, v in linux["sysctl"].items()
+            if _sysctl_namespace(str(k)) in joined}
 
 
 _PROC_NS = {"network": "net", "mount": "mnt"}  # OCI names that differ from /proc/<pid>/ns/

@@ -57,6 +57,7 @@ class Sandbox:
         self.restored = False  # the VM was cloned from a template
         self.hostname = sandbox_id[:63]  # the VM's own; a pod's from its sandbox spec
         self.netns_path = ""  # the pod's network namespace (CRI); "" for a lone container
+        self.vm_sysctls: dict[str, str] = {}  # the pod's, for namespaces the VM's own
         self.cgroups_path = ""  # the pod sandbox's host cgroup (CRI), where QEMU runs
         self.network: PodNetwork | None = None
         self.port_forwarder: PortForwarder | None = None
@@ -137,7 +138,8 @@ class Sandbox:
         agent = AgentClient(self._ctl)
         try:  # both in flight at once: a round trip less on every sandbox start
             check, _ = await asyncio.gather(agent.check(timeout=10.0),
-                                            agent.setup_sandbox(self.hostname))
+                                            agent.setup_sandbox(self.hostname,
+                                                                sysctls=self.vm_sysctls))
             if self.network is not None:
                 await agent.configure_network(self.network.interfaces)
         except (TtrpcError, ConnectionError) as exc:

@@ -24,7 +24,12 @@ from bulkhead.proto import (
     task_pb2,
 )
 from bulkhead.sandbox import guest_bundle, sizing
-from bulkhead.sandbox.guest_spec import SpecError, load_spec, network_namespace_path
+from bulkhead.sandbox.guest_spec import (
+    SpecError,
+    load_spec,
+    network_namespace_path,
+    vm_wide_sysctls,
+)
 from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
 from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
@@ -169,6 +174,7 @@ class TaskService:
             if annotations.get(CONTAINER_TYPE) == "sandbox":
                 sb.config = sizing.for_pod(sb.config, annotations)
                 sb.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
+                sb.vm_sysctls = vm_wide_sysctls(spec)
         except (SpecError, sizing.SizingError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"pod sandbox {task_id}: {exc}") from None
         hostname = spec.get("hostname")
