@@ -14,7 +14,7 @@ from bulkhead.config import Config, GuestImage
 from bulkhead.template import builder, store
 from bulkhead.template.key import TemplateError, TemplateKey, key_for
 from bulkhead.vmm.accel import choose_accel
-from bulkhead.vmm.base import AgentLink, VMConfig, VMError
+from bulkhead.vmm.base import AgentLink, VMConfig, VMError, VMKilled
 from bulkhead.vmm.qemu import QemuVM, resolve_channel
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,8 @@ async def start_vm(boot: str, config: VMConfig, image: GuestImage) -> tuple[Qemu
             vm = QemuVM(clone)
             try:
                 return vm, await vm.start()
+            except VMKilled:
+                raise  # killed from outside: the template is fine, and the pod should fail
             except VMError as exc:
                 store.remove(key.digest, f"restoring sandbox {config.name} from it failed: "
                                          f"{exc}")

@@ -33,6 +33,11 @@ class VMError(Exception):
     """A VM failed to start or stop; the message names the step and carries the console tail."""
 
 
+class VMKilled(VMError):
+    """QEMU was killed by a signal from outside (SIGKILL, SIGTERM, ...): not the guest's or a
+    template's fault, and nothing a retry should paper over."""
+
+
 @dataclass
 class VMConfig:
     """Everything a driver needs to boot one pod VM."""

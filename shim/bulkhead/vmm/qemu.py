@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ from bulkhead.vmm.base import (
     AgentLink,
     VMConfig,
     VMError,
+    VMKilled,
     remove_runtime_files,
 )
 from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn
@@ -38,6 +40,9 @@ from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
 from bulkhead.vmm.qmp import QMPClient, QMPError
 
 log = logging.getLogger(__name__)
+
+# Deaths that come from outside QEMU (an operator, the OOM killer, a test): see VMKilled.
+KILL_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 MAGIC = b"BHAGENT1"  # the agent writes it once on each channel when it sees the host connected
 VSOCK_PORTS = {"ctl": vsock.CTL_PORT, "data": vsock.DATA_PORT}
@@ -229,7 +234,10 @@ class QemuVM:
     async def _resume(self) -> None:
         """Load the template's device state (its RAM is the memory file) and let it run."""
         assert self._proc is not None
-        qmp = await self.qmp()
+        try:
+            qmp = await self.qmp()
+        except QMPError as exc:
+            raise await self._resume_error(exc) from None
         try:
             await qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             await qmp.execute("migrate-incoming", {"uri": f"fd:{self._migration_fd}"})
@@ -247,11 +255,20 @@ class QemuVM:
                 await qmp.execute("cont")
             self.timings["guest_running"] = time.monotonic()
         except QMPError as exc:
-            raise VMError(f"VM {self.config.name}: resuming the template state "
-                          f"{self.config.restore_from}: {exc} (stderr: "
-                          f"{self._stderr_tail() or 'empty'})") from None
+            raise await self._resume_error(exc) from None
         finally:
             await qmp.close()
+
+    async def _resume_error(self, exc: QMPError) -> VMError:
+        """Why resuming failed: QEMU's exit if it died (killed, crashed), else QMP's error."""
+        assert self._proc is not None
+        with contextlib.suppress(TimeoutError):  # a lost QMP link usually means QEMU is gone
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), 0.5)
+        if self._proc.returncode is not None:
+            return self._exit_error(self._proc.returncode)
+        return VMError(f"VM {self.config.name}: resuming the template state "
+                       f"{self.config.restore_from}: {exc} (stderr: "
+                       f"{self._stderr_tail() or 'empty'})")
 
     async def snapshot(self, path: Path, timeout: float = 60.0) -> None:
         """Pause the guest and write its device state to path (template builds).
@@ -425,7 +442,8 @@ class QemuVM:
     def _exit_error(self, status: int) -> VMError:
         """The boot failure message: exit status, the guest's own reason, stderr, console tail."""
         reason = guest_failure(file_tail(self.config.state_dir / CONSOLE_LOG, 200))
-        return VMError(f"VM {self.config.name} exited with {describe_status(status)} during boot"
+        error = VMKilled if -status in KILL_SIGNALS else VMError
+        return error(f"VM {self.config.name} exited with {describe_status(status)} during boot"
                        f"{': ' + reason if reason else ''} (stderr: "
                        f"{self._stderr_tail() or 'empty'}; console tail: "
                        f"{self.console_tail() or 'empty'})")

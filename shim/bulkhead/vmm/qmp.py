@@ -41,6 +41,9 @@ class QMPClient:
             if "QMP" not in client.greeting:
                 raise QMPError(f"{path}: expected a QMP greeting, got {client.greeting!r}")
             await client.execute("qmp_capabilities", timeout=timeout)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            await client.close()
+            raise QMPError(f"QMP greeting on {path}: connection lost: {exc!r}") from exc
         except BaseException:
             await client.close()
             raise
