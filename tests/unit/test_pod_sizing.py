@@ -39,7 +39,7 @@ def test_pod_containers_share_the_vm_network_and_the_sandbox_pid_namespace() -> 
                    {"type": "uts", "path": "/proc/4242/ns/uts"}, {"type": "mount"}])
     out = for_guest(joined, "c1", sandbox_pid=17)
     assert out["linux"]["namespaces"] == [{"type": "pid", "path": "/proc/17/ns/pid"},
-                                          {"type": "mount"}]
+                                          {"type": "mount"}, {"type": "cgroup"}]
     lone = for_guest(spec([{"type": "network"}, {"type": "pid"}]), "c2")
     assert lone["linux"]["namespaces"] == [{"type": "network"}, {"type": "pid"}]
 

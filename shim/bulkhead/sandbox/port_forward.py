@@ -14,14 +14,13 @@ import contextlib
 import logging
 import socket
 import struct
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from bulkhead.network.netns import call_in_netns
+from bulkhead.sandbox.agent_client import AgentClient
+from bulkhead.stdio.channel import DataChannel
 from bulkhead.stdio.relay import relay_socket
 from bulkhead.ttrpc import TtrpcError
-
-if TYPE_CHECKING:
-    from bulkhead.sandbox.sandbox import Sandbox
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +48,20 @@ def original_port(conn: socket.socket) -> int:
     return port
 
 
+class ForwardTarget(Protocol):
+    """What a forward needs of its sandbox (the Sandbox itself; no import of it here)."""
+
+    id: str
+    agent: AgentClient | None
+    channel: DataChannel | None
+
+    def new_stream(self) -> int: ...
+
+
 class PortForwarder:
     """One listener per pod network namespace; relays live until either side closes."""
 
-    def __init__(self, sandbox: Sandbox, netns_path: str, listener: socket.socket) -> None:
+    def __init__(self, sandbox: ForwardTarget, netns_path: str, listener: socket.socket) -> None:
         self.sandbox = sandbox
         self.netns_path = netns_path
         self.listener = listener
@@ -60,7 +69,7 @@ class PortForwarder:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def start(cls, sandbox: Sandbox, netns_path: str) -> PortForwarder:
+    def start(cls, sandbox: ForwardTarget, netns_path: str) -> PortForwarder:
         """Listen in the pod's namespace now; the REDIRECT rule is added in the background
         (it is only needed once a port forward comes, and iptables takes tens of ms)."""
         forwarder = cls(sandbox, netns_path, call_in_netns(netns_path, _listening_socket))
