@@ -41,7 +41,8 @@ def test_pod_containers_share_the_vm_network_and_the_sandbox_pid_namespace() -> 
     assert out["linux"]["namespaces"] == [{"type": "pid", "path": "/proc/17/ns/pid"},
                                           {"type": "mount"}, {"type": "cgroup"}]
     lone = for_guest(spec([{"type": "network"}, {"type": "pid"}]), "c2")
-    assert lone["linux"]["namespaces"] == [{"type": "network"}, {"type": "pid"}]
+    assert lone["linux"]["namespaces"] == [{"type": "network"}, {"type": "pid"},
+                                           {"type": "cgroup"}]
 
 
 def test_dev_shm_is_the_pods_tmpfs_in_the_guest(tmp_path: object) -> None:
