@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from bulkhead.devenv.containerd import PrivateContainerd
-from ctrtools import GUEST, qemu_pids, run
+from ctrtools import GUEST, RUNTIME, qemu_pids, run, uid
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]
 
@@ -73,24 +73,31 @@ def test_vm_killed_while_the_pod_starts(containerd: PrivateContainerd, demo_imag
                                         netns: Path, no_leaks: None) -> None:
     """QEMU dies between its spawn and the agent's answer: the start fails naming the VM,
     and the tap, mounts and state are gone."""
-    before = qemu_pids()
+    cid = uid("killed")
     stop = threading.Event()
 
-    def killer() -> None:
+    def killer() -> None:  # only this test's VM: other tests' VMs may be running
         while not stop.is_set():
-            for pid in qemu_pids() - before:
-                subprocess.run(["kill", "-9", str(pid)], check=False)
-                return
+            for pid in qemu_pids():
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if f"guest=bulkhead-{cid}".encode() in cmdline:
+                    subprocess.run(["kill", "-9", str(pid)], check=False)
+                    return
             time.sleep(0.005)
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
     try:
-        code, _, err = run(containerd, demo_image, "true",
-                           opts=("--with-ns", f"network:{netns}"))
+        res = containerd.ctr("run", "--runtime", RUNTIME, "--rm", "--with-ns",
+                             f"network:{netns}", demo_image, cid, "true", check=False,
+                             timeout=120)
     finally:
         stop.set()
         thread.join()
+    code, err = res.returncode, res.stderr
     assert code != 0
     assert "QEMU" in err or "VM" in err or "agent" in err, err
     assert links_and_filters(netns) == (["eth0", "lo"], "")

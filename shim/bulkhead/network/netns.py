@@ -19,9 +19,12 @@ small rtnetlink helpers the guest agent shares (it works in its own namespace, n
 from __future__ import annotations
 
 import errno
+import importlib
+import importlib.util
 import os
 import socket
 import sys
+import types
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
@@ -34,20 +37,39 @@ SELF_NETNS = "/proc/thread-self/ns/net"
 ARPHRD_ETHER = 1
 IFF_LOOPBACK = 0x8
 T = TypeVar("T")
+RTNL_MODULE = "pyroute2.iproute.linux"  # AsyncIPRoute
 
 
 def load_pyroute2() -> None:
-    """Import pyroute2 in a program that blocks ssl (shim daemon, agent: asyncio would load it
-    for nothing). pyroute2's rtnl marshal imports ssl at load time, so the block is lifted for
-    that import (libssl's pages are shared between shims) and restored for everyone else."""
-    if "pyroute2" in sys.modules or sys.modules.get("ssl", False) is not None:
-        import pyroute2  # noqa: F401 - nothing blocked, or already loaded
+    """Load the part of pyroute2 Bulkhead uses (rtnetlink), not the library: its package
+    __init__ imports ~160 modules (NDB, IPDB, nftables, wireless, ...), 14 MiB in every shim.
+    The package is registered without running that __init__; its submodules load as usual.
+
+    Where ssl is blocked (shim daemon, agent: asyncio would load libssl for nothing), the rtnl
+    marshal's `import ssl`, for a TLS probe Bulkhead never sends, gets an empty stand-in for
+    the duration of the import; the block stays for every other module.
+    """
+    if RTNL_MODULE in sys.modules:
         return
-    del sys.modules["ssl"]
+    import asyncio  # noqa: F401 - binds ssl (blocked or real) before a stand-in exists
+
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is None or spec.submodule_search_locations is None:
+            raise NetworkError("pyroute2 is not installed: pod networking needs it")
+        package = types.ModuleType("pyroute2", "rtnetlink parts only (see load_pyroute2)")
+        package.__path__ = list(spec.submodule_search_locations)
+        package.__spec__ = spec
+        sys.modules["pyroute2"] = package
+    blocked = "ssl" in sys.modules and sys.modules["ssl"] is None
+    if blocked:
+        sys.modules["ssl"] = types.ModuleType("ssl", "stand-in: TLS is never used here")
     try:
-        import pyroute2  # noqa: F401
+        importlib.import_module(RTNL_MODULE)
+        importlib.import_module("pyroute2.netlink.exceptions")
     finally:
-        sys.modules["ssl"] = None  # type: ignore[assignment]
+        if blocked:
+            sys.modules["ssl"] = None  # type: ignore[assignment]
 Rtnl = Any  # pyroute2.AsyncIPRoute (pyroute2 has no type information)
 Msg = Any  # a pyroute2 netlink message
 
@@ -116,7 +138,7 @@ async def rtnl(netns_path: str | None = None) -> AsyncIterator[Rtnl]:
     loop and fails inside a running one ("This event loop is already running").
     """
     load_pyroute2()
-    from pyroute2 import AsyncIPRoute
+    from pyroute2.iproute.linux import AsyncIPRoute
 
     fileno = None
     if netns_path is not None:
