@@ -655,6 +655,7 @@ def check_termination_message(env: CriEnv, handler: str, host_dir: Path) -> None
 SHORT_LIVED = 200  # containers in one pod, each printing LOG_LINES and exiting at once
 LOG_LINES = 40  # lines per container, half on stdout, half on stderr
 LOG_PAD = 80  # filler per line: ~4 KiB per container
+SHORT_LIVED_CALLERS = 3  # concurrent CreateContainer+StartContainer calls, as kubelet's workers
 
 
 def _payload_line(container: int, line: int) -> bytes:
@@ -667,12 +668,16 @@ def check_many_short_logs(env: CriEnv, handler: str, count: int = SHORT_LIVED) -
     client = env.client
     filler = "p" * LOG_PAD
     with running_pod(env, handler, "manylogs") as pod:
-        ids = []
-        for k in range(count):
+        def launch(k: int) -> str:
             script = (f'i=0; while [ $i -lt {LOG_LINES} ]; do l=$(printf %02d $i); '
                       f'if [ $((i % 2)) = 0 ]; then echo "c{k:03d} l$l {filler}"; '
                       f'else echo "c{k:03d} l$l {filler}" >&2; fi; i=$((i+1)); done')
-            ids.append(start(env, pod, f"short{k:03d}", ["sh", "-c", script]))
+            return start(env, pod, f"short{k:03d}", ["sh", "-c", script])
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(SHORT_LIVED_CALLERS) as pool:
+            ids = list(pool.map(launch, range(count)))
+        print(f"{count} containers created and started in {time.monotonic() - began:.1f} s")
         short = []
         for k, cid in enumerate(ids):
             status = client.wait_container(cid, timeout=READY_TIMEOUT)
