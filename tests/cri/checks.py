@@ -799,7 +799,7 @@ def _retry(what: str, call: Callable[[], None], attempts: int = 4,
             call()
             return errors
         except CriError as exc:
-            errors.append(f"{what}: {exc}"[:300])
+            errors.append(f"{what}: {exc}"[:700])
             if len(errors) == attempts:
                 raise AssertionError(f"{what} failed {attempts} times: {exc}") from exc
             time.sleep(pause)
