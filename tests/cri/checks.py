@@ -563,6 +563,8 @@ def check_three_containers(env: CriEnv, handler: str) -> None:
         if handler == "bulkhead":
             assert "bulkhead.shim.daemon" in shims[0].argv, shims[0].command
             assert len(pod_vms(pod.id)) == 1, [p.command for p in pod_vms(pod.id)]
+            # where the leak checks look for its state
+            assert pod_state_dirs(pod.id) == [f"{CRI_NAMESPACE}/{pod.id}"], sandbox_dirs()
         victim, survivors = ids[0], ids[1:]
         client.stop_container(victim, timeout=0)
         assert _exit(client, victim) == (137, "Error")

@@ -40,3 +40,8 @@ def test_exec(env: CriEnv) -> None:
 def test_network(env: CriEnv) -> None:
     """Two pods: each has its IP on the bridge and one fetches the other's page."""
     checks.check_pods_reach_each_other(env, HANDLER)
+
+
+def test_small_memory_pod_refused(env: CriEnv) -> None:
+    """No VM boots for this one: the pod's size is refused before."""
+    checks.check_small_memory_pod(env, HANDLER)
