@@ -1,5 +1,5 @@
 """Leak checks shared by the integration tests: after a test, nothing it started may survive
-(VMs, shims, shim sockets, mounts, Bulkhead state dirs)."""
+(VMs, shims, shim sockets, mounts, Bulkhead state dirs per namespace, taps)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from bulkhead.devenv.containerd import SHIM_SOCKET_DIR, CtrClient, PrivateContai
 BULKHEAD_RUN_DIR = Path("/run/bulkhead")
 TEMPLATES = "templates"
 BULKHEAD_SHIM = "containerd-shim-bulkhead-v2"
+HOST_NET = Path("/sys/class/net")
 
 
 def _listdir(path: Path) -> frozenset[str]:
@@ -21,6 +22,20 @@ def _listdir(path: Path) -> frozenset[str]:
         return frozenset(os.listdir(path))
     except OSError:
         return frozenset()
+
+
+def sandbox_dirs() -> frozenset[str]:
+    """<namespace>/<sandbox id> of every Bulkhead sandbox state dir under /run/bulkhead."""
+    return frozenset(f"{ns}/{name}" for ns in _listdir(BULKHEAD_RUN_DIR) - {TEMPLATES}
+                     if (BULKHEAD_RUN_DIR / ns).is_dir()
+                     for name in _listdir(BULKHEAD_RUN_DIR / ns))
+
+
+def host_taps() -> frozenset[str]:
+    """Tap (and tun) devices in the host's network namespace: a pod's tap belongs in the pod's
+    netns and dies with it, so one here is a shim's leftover."""
+    return frozenset(name for name in _listdir(HOST_NET)
+                     if (HOST_NET / name / "tun_flags").exists())
 
 
 def is_qemu(proc: procs.Proc) -> bool:
@@ -41,6 +56,8 @@ class LeakBaseline:
     pids: frozenset[int] = field(default_factory=frozenset)
     shim_sockets: frozenset[str] = field(default_factory=frozenset)
     bulkhead_run: frozenset[str] = field(default_factory=frozenset)
+    sandbox_dirs: frozenset[str] = field(default_factory=frozenset)
+    taps: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def capture(cls) -> LeakBaseline:
@@ -48,6 +65,8 @@ class LeakBaseline:
             pids=frozenset(p.pid for p in procs.processes()),
             shim_sockets=_listdir(SHIM_SOCKET_DIR),
             bulkhead_run=_listdir(BULKHEAD_RUN_DIR),
+            sandbox_dirs=sandbox_dirs(),
+            taps=host_taps(),
         )
 
 
@@ -65,6 +84,11 @@ def find_leaks(instance: CtrClient, baseline: LeakBaseline | None = None) -> lis
         leaks.append(f"shim socket {SHIM_SOCKET_DIR / name}")
     for name in sorted(_listdir(BULKHEAD_RUN_DIR) - base.bulkhead_run - {TEMPLATES}):
         leaks.append(f"bulkhead state {BULKHEAD_RUN_DIR / name}")
+    # A namespace dir (k8s.io) may outlive its sandboxes; the sandboxes' own dirs may not.
+    leaks += [f"bulkhead sandbox state {BULKHEAD_RUN_DIR / d}"
+              for d in sorted(sandbox_dirs() - base.sandbox_dirs)
+              if d.split("/")[0] in base.bulkhead_run]
+    leaks += [f"tap {name} in the host netns" for name in sorted(host_taps() - base.taps)]
     # Templates stay (a cache on tmpfs, by design); half-built ones must not.
     leaks += [f"template build {BULKHEAD_RUN_DIR / TEMPLATES / name}"
               for name in sorted(_listdir(BULKHEAD_RUN_DIR / TEMPLATES))

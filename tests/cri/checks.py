@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
 import socket
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.devenv import mounts, procs
+from bulkhead.devenv.containerd import CRI_NAMESPACE, PrivateContainerd, shim_socket_path
+from leaks import BULKHEAD_RUN_DIR, is_qemu, sandbox_dirs
 
 from cri import logs, streaming
 from cri import runtime_v1_pb2 as pb
@@ -499,3 +505,384 @@ def leave_running_pod(instance: PrivateContainerd, log_root: Path) -> None:
         config = client.container_config("web", "docker.io/bulkhead/demo:latest",
                                          command=httpd())
         client.create_and_start(pod, config)
+
+
+# --- pods of several containers, shared volumes and /dev/shm -----------------------------------
+
+
+def pod_shims(env: CriEnv, pod_id: str) -> list[procs.Proc]:
+    """The long-running shim(s) of this instance serving pod_id (runc's shim groups a pod's
+    containers too); not the short `start`/`delete` invocations."""
+    address = str(env.instance.address)
+    return [p for p in procs.processes()
+            if procs.has_arg_pair(p, "-address", address) and procs.has_arg_pair(p, "-id", pod_id)
+            and not {"start", "delete"} & set(p.argv)]
+
+
+def pod_vms(pod_id: str) -> list[procs.Proc]:
+    """QEMU processes whose state lives in this pod's sandbox dir."""
+    return [p for p in procs.processes() if is_qemu(p) and f"/{pod_id}/" in p.command]
+
+
+def pod_state_dirs(pod_id: str) -> list[str]:
+    """Bulkhead state dirs /run/bulkhead/<namespace>/<pod_id>."""
+    return sorted(d for d in sandbox_dirs() if d.endswith("/" + pod_id))
+
+
+def pod_shim_socket(env: CriEnv, pod_id: str) -> Path:
+    return shim_socket_path(env.instance.address, CRI_NAMESPACE, pod_id)
+
+
+def pod_leftovers(env: CriEnv, pod_id: str) -> list[str]:
+    """What of a removed pod still exists: CRI entries, shims and their socket, VMs, state
+    dirs, its mounts."""
+    socket_path = pod_shim_socket(env, pod_id)
+    left = [f"shim socket {socket_path}"] if socket_path.exists() else []
+    left += [f"pod {p.id[:12]}" for p in env.client.list_pod_sandbox() if p.id == pod_id]
+    left += [f"container {c.id[:12]}" for c in env.client.list_containers()
+             if c.pod_sandbox_id == pod_id]
+    left += [f"shim {p.pid}: {p.command[:120]}" for p in pod_shims(env, pod_id)]
+    left += [f"qemu {p.pid}" for p in pod_vms(pod_id)]
+    left += [f"state dir {d}" for d in pod_state_dirs(pod_id)]
+    left += [f"mount {m.mount_point}" for m in mounts.mounts_under(BULKHEAD_RUN_DIR)
+             if f"/{pod_id}" in m.mount_point]
+    return left
+
+
+def check_three_containers(env: CriEnv, handler: str) -> None:
+    """Three containers in one pod: one shim process for the pod (and for Bulkhead one QEMU);
+    StopContainer and RemoveContainer of one leave the others running and exec-able; the pod
+    then stops and goes promptly, its shim and VM with it."""
+    client = env.client
+    with running_pod(env, handler, "trio") as pod:
+        ids = [start(env, pod, f"c{i}", SLEEP) for i in range(3)]
+        for cid in ids:
+            client.wait_container(cid, pb.CONTAINER_RUNNING, timeout=READY_TIMEOUT)
+        shims = pod_shims(env, pod.id)
+        assert len(shims) == 1, [p.command for p in shims]
+        if handler == "bulkhead":
+            assert "bulkhead.shim.daemon" in shims[0].argv, shims[0].command
+            assert len(pod_vms(pod.id)) == 1, [p.command for p in pod_vms(pod.id)]
+            # where the leak checks look for its state
+            assert pod_state_dirs(pod.id) == [f"{CRI_NAMESPACE}/{pod.id}"], sandbox_dirs()
+        victim, survivors = ids[0], ids[1:]
+        client.stop_container(victim, timeout=0)
+        assert _exit(client, victim) == (137, "Error")
+        for cid in survivors:
+            assert client.container_status(cid).status.state == pb.CONTAINER_RUNNING
+            assert exec_ok(client, cid, "echo", "alive") == "alive\n"
+        client.remove_container(victim)
+        listed = client.list_containers(pb.ContainerFilter(pod_sandbox_id=pod.id))
+        assert sorted(c.id for c in listed) == sorted(survivors)
+        for cid in survivors:
+            assert exec_ok(client, cid, "cat", "/proc/1/cmdline") == "sleep\x00600\x00"
+        assert [p.pid for p in pod_shims(env, pod.id)] == [shims[0].pid]
+        if handler == "bulkhead":
+            assert len(pod_vms(pod.id)) == 1
+        began = time.monotonic()
+    took = time.monotonic() - began
+    assert took < 20, f"stopping and removing the pod took {took:.1f} s"
+    wait_until("the pod's shim and VM to exit", lambda: not pod_leftovers(env, pod.id), 15)
+
+
+def check_shared_volume(env: CriEnv, handler: str, host_dir: Path) -> None:
+    """One host directory mounted into two containers of a pod: each sees what the other
+    wrote (also after an overwrite), and the host sees both."""
+    volume = host_dir / "shared"
+    volume.mkdir()
+    mount = [pb.Mount(container_path="/data", host_path=str(volume))]
+    with running_pod(env, handler, "sharedvol") as pod:
+        writer = start(env, pod, "writer", SLEEP, mounts=mount)
+        reader = start(env, pod, "reader", SLEEP, mounts=mount)
+        exec_ok(env.client, writer, "sh", "-c", "echo first > /data/note")
+        assert exec_ok(env.client, reader, "cat", "/data/note") == "first\n"
+        exec_ok(env.client, writer, "sh", "-c", "echo second >> /data/note")
+        assert exec_ok(env.client, reader, "cat", "/data/note") == "first\nsecond\n"
+        exec_ok(env.client, reader, "sh", "-c", "echo reply > /data/reply")
+        assert exec_ok(env.client, writer, "cat", "/data/reply") == "reply\n"
+        (volume / "from-host").write_text("host\n")
+        for cid in (writer, reader):
+            assert exec_ok(env.client, cid, "cat", "/data/from-host") == "host\n"
+    assert (volume / "note").read_text() == "first\nsecond\n"
+    assert (volume / "reply").read_text() == "reply\n"
+
+
+SHM_KIB = 64 * 1024  # containerd's sandbox /dev/shm: a 64 MiB tmpfs shared by the pod (IPC=POD)
+
+
+def shm_kib(client: CriClient, container_id: str) -> int:
+    """The size of /dev/shm as `df -k` sees it in the container."""
+    out = exec_ok(client, container_id, "df", "-k", "/dev/shm").splitlines()
+    return int(out[-1].split()[1])
+
+
+def check_shm(env: CriEnv, handler: str) -> None:
+    """/dev/shm is one tmpfs for the pod: a file written there in one container is read in
+    another; its size is containerd's 64 MiB; it is not the rootfs."""
+    with running_pod(env, handler, "shm") as pod:
+        first = start(env, pod, "first", SLEEP)
+        second = start(env, pod, "second", SLEEP)
+        exec_ok(env.client, first, "sh", "-c", "echo shared-memory > /dev/shm/probe")
+        assert exec_ok(env.client, second, "cat", "/dev/shm/probe") == "shared-memory\n"
+        exec_ok(env.client, second, "rm", "/dev/shm/probe")
+        assert "gone" in exec_ok(env.client, first, "sh", "-c",
+                                 "test -e /dev/shm/probe && echo there || echo gone")
+        for cid in (first, second):
+            assert shm_kib(env.client, cid) == SHM_KIB
+            shm = [line.split() for line in exec_ok(env.client, cid, "cat", "/proc/mounts")
+                   .splitlines() if line.split()[1:2] == ["/dev/shm"]]
+            assert shm and shm[-1][2] == "tmpfs", shm
+
+
+# --- termination message -----------------------------------------------------------------------
+
+TERMINATION_LOG = "/dev/termination-log"
+TERMINATION_MESSAGE = "goodbye: 3 widgets left\n"
+
+
+def check_termination_message(env: CriEnv, handler: str, host_dir: Path) -> None:
+    """kubelet's terminationMessagePath: it mounts an empty host file at /dev/termination-log
+    (CRI has no field for it) and, once the container exited, reads that host file itself.
+    What the container wrote there must be in the host file when ContainerStatus says EXITED;
+    containerd puts nothing of it in ContainerStatus.message (kubelet falls back to the file
+    when message is empty)."""
+    message_file = host_dir / "termination-log"
+    message_file.touch(mode=0o666)
+    mount = pb.Mount(container_path=TERMINATION_LOG, host_path=str(message_file))
+    script = f"printf '{TERMINATION_MESSAGE.strip()}\\n' > {TERMINATION_LOG}; exit 2"
+    with running_pod(env, handler, "termlog") as pod:
+        cid = start(env, pod, "quitter", ["sh", "-c", script], mounts=[mount])
+        status = env.client.wait_container(cid, timeout=READY_TIMEOUT)
+        assert (status.exit_code, status.reason) == (2, "Error"), status
+        assert status.message == "", status
+        assert message_file.read_text() == TERMINATION_MESSAGE
+        assert [m.container_path for m in status.mounts] == [TERMINATION_LOG]
+
+
+# --- many short-lived containers ---------------------------------------------------------------
+
+SHORT_LIVED = 200  # containers in one pod, each printing LOG_LINES and exiting at once
+LOG_LINES = 40  # lines per container, half on stdout, half on stderr
+LOG_PAD = 80  # filler per line: ~4 KiB per container
+SHORT_LIVED_CALLERS = 1  # concurrent Create+StartContainer calls: more only slow 2 TCG cores
+
+
+def _payload_line(container: int, line: int) -> bytes:
+    return f"c{container:03d} l{line:02d} ".encode() + b"p" * LOG_PAD
+
+
+def check_many_short_logs(env: CriEnv, handler: str, count: int = SHORT_LIVED) -> None:
+    """count containers in one pod, each writing a known few KiB to stdout and stderr and
+    exiting at once: every line arrives, whole and in order, in each container's log file."""
+    client = env.client
+    with running_pod(env, handler, "manylogs") as pod:
+        def launch(k: int) -> str:
+            # shell builtins only: a fork per line would cost more than the container under TCG
+            script = "; ".join(f"echo {_payload_line(k, i).decode()}" + (" >&2" if i % 2 else "")
+                               for i in range(LOG_LINES))
+            return start(env, pod, f"short{k:03d}", ["sh", "-c", script])
+
+        began = time.monotonic()
+        with ThreadPoolExecutor(SHORT_LIVED_CALLERS) as pool:
+            ids = list(pool.map(launch, range(count)))
+        print(f"{count} containers created and started in {time.monotonic() - began:.1f} s")
+        short = []
+        for k, cid in enumerate(ids):
+            status = client.wait_container(cid, timeout=READY_TIMEOUT)
+            assert status.exit_code == 0, status
+            records = logs.read(status.log_path)
+            want = {"stdout": [_payload_line(k, i) for i in range(0, LOG_LINES, 2)],
+                    "stderr": [_payload_line(k, i) for i in range(1, LOG_LINES, 2)]}
+            got = {stream: logs.lines(records, stream) for stream in want}
+            if got != want:
+                short.append(f"{k}: stdout {sum(map(len, got['stdout']))} of "
+                             f"{sum(map(len, want['stdout']))} bytes, stderr "
+                             f"{sum(map(len, got['stderr']))} of "
+                             f"{sum(map(len, want['stderr']))}")
+    assert not short, f"{len(short)} of {count} logs incomplete:\n  " + "\n  ".join(short[:20])
+
+
+# --- pods in parallel --------------------------------------------------------------------------
+
+PARALLEL_PODS = 5
+
+
+def _netns_path(env: CriEnv, pod: Pod) -> str:
+    info = json.loads(env.client.pod_sandbox_status(pod.id, verbose=True).info["info"])
+    for ns in info["runtimeSpec"]["linux"]["namespaces"]:
+        if ns["type"] == "network":
+            return str(ns["path"])
+    raise AssertionError(f"pod {pod.id[:12]} has no network namespace path")
+
+
+def _links_in(netns: str) -> dict[str, str]:
+    """name -> MAC of every link in the namespace but lo."""
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "link"], check=True,
+                         capture_output=True, text=True).stdout
+    links = {}
+    for line in out.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        mac = line.split("link/ether ")[1].split()[0] if "link/ether " in line else ""
+        if name != "lo":
+            links[name] = mac
+    return links
+
+
+def check_parallel_pods(env: CriEnv, handler: str, count: int = PARALLEL_PODS) -> None:
+    """count pods started at once from threads all come up; each container sees its own pod's
+    IP, MAC and hostname; for Bulkhead each pod is its own QEMU with one tap, in its own
+    netns; everything goes again."""
+    client = env.client
+    names = [f"par{i}" for i in range(count)]
+
+    def bring_up(name: str) -> tuple[Pod, str]:
+        pod = client.run_pod(client.pod_config(name, hostname=name), handler)
+        try:
+            return pod, start(env, pod, "sleeper", SLEEP)
+        except BaseException:
+            client.stop_and_remove_pod(pod.id)
+            raise
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(bring_up, name) for name in names]
+        wait_futures(futures)
+    pods = [f.result() for f in futures if f.exception() is None]
+    try:
+        errors = [f.exception() for f in futures if f.exception() is not None]
+        assert not errors, f"{len(errors)} of {count} pods failed: {errors}"
+        ips = [pod_ip(client, pod) for pod, _ in pods]
+        assert len(set(ips)) == count, ips
+        netnses = [_netns_path(env, pod) for pod, _ in pods]
+        assert len(set(netnses)) == count, netnses
+        vms: set[int] = set()
+        for (pod, cid), ip, netns, name in zip(pods, ips, netnses, names, strict=True):
+            assert exec_ok(client, cid, "hostname") == name + "\n"
+            addresses = exec_ok(client, cid, "ip", "-o", "-4", "addr", "show", "eth0")
+            assert f"inet {ip}/" in addresses, (name, ip, addresses)
+            links = _links_in(netns)
+            guest_mac = exec_ok(client, cid, "cat", "/sys/class/net/eth0/address").strip()
+            assert links["eth0"] == guest_mac, (name, links, guest_mac)
+            if handler == "bulkhead":
+                taps = sorted(n for n in links if n.startswith("tap"))
+                assert len(taps) == 1 and taps[0].endswith("_eth0"), (name, links)
+                pids = [p.pid for p in pod_vms(pod.id)]
+                assert len(pids) == 1, (name, pids)
+                vms.update(pids)
+            else:
+                assert set(links) == {"eth0"}, (name, links)
+        if handler == "bulkhead":
+            assert len(vms) == count, vms
+        # every pod reaches the next one by IP through the bridge
+        for i, (_, cid) in enumerate(pods):
+            peer = ips[(i + 1) % count]
+            exec_ok(client, cid, "ping", "-c", "1", "-W", "10", peer)
+    finally:
+        with ThreadPoolExecutor(count) as pool:
+            list(pool.map(client.stop_and_remove_pod, [pod.id for pod, _ in pods]))
+    ids = [pod.id for pod, _ in pods]
+    wait_until("the pods to be gone",
+               lambda: not [left for i in ids for left in pod_leftovers(env, i)], 15)
+
+
+# --- chaos: pods whose VM or shim gets killed --------------------------------------------------
+
+CHAOS_CYCLES = 50
+CHAOS_SEED = 20261201
+CHAOS_KILL_SHARE = 0.4  # of the cycles kill something: the sandbox process (QEMU) or the shim
+
+
+def _retry(what: str, call: Callable[[], None], attempts: int = 4,
+           pause: float = 2.0) -> list[str]:
+    """call until it succeeds; returns the errors of the attempts that failed before."""
+    errors: list[str] = []
+    for _ in range(attempts):
+        try:
+            call()
+            return errors
+        except CriError as exc:
+            errors.append(f"{what}: {exc}"[:700])
+            if len(errors) == attempts:
+                raise AssertionError(f"{what} failed {attempts} times: {exc}") from exc
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+def _sandbox_victims(env: CriEnv, handler: str, pod: Pod, target: str) -> list[int]:
+    if target == "shim":
+        return [p.pid for p in pod_shims(env, pod.id)]
+    if handler == "bulkhead":
+        return [p.pid for p in pod_vms(pod.id)]
+    info = json.loads(env.client.pod_sandbox_status(pod.id, verbose=True).info["info"])
+    return [int(info["pid"])]  # runc: the pause process
+
+
+def _chaos_cycle(env: CriEnv, handler: str, cycle: int, target: str) -> list[str]:
+    """One pod's life with target ("qemu", "shim" or "") killed; the errors retried."""
+    client = env.client
+    pod = client.run_pod(f"chaos{cycle}", handler)
+    where = f"cycle {cycle} (kill: {target or 'nothing'}, pod {pod.id[:12]})"
+    try:
+        cid = start(env, pod, "sleeper", SLEEP)
+        client.wait_container(cid, pb.CONTAINER_RUNNING, timeout=READY_TIMEOUT)
+        if target:
+            victims = _sandbox_victims(env, handler, pod, target)
+            assert len(victims) == 1, f"{where}: {target} processes {victims}"
+            assert not procs.kill_and_wait(victims), f"{where}: {victims} survived SIGKILL"
+    finally:
+        failed = _retry(f"{where}: StopPodSandbox", lambda: client.stop_pod_sandbox(pod.id))
+        failed += _retry(f"{where}: RemovePodSandbox", lambda: client.remove_pod_sandbox(pod.id))
+    if handler == "runc" and target == "shim":
+        # runc's shim unlinks its socket on a clean exit only, and neither containerd's
+        # cleanup (`shim delete`) nor anything else does after a SIGKILL: the baseline leaks
+        # it; Bulkhead must not.
+        pod_shim_socket(env, pod.id).unlink(missing_ok=True)
+    try:
+        wait_until("the pod to be gone", lambda: not pod_leftovers(env, pod.id), 15)
+    except AssertionError:
+        raise AssertionError(f"{where}: left {pod_leftovers(env, pod.id)}") from None
+    return failed
+
+
+def check_chaos(env: CriEnv, handler: str, cycles: int = CHAOS_CYCLES,
+                seed: int = CHAOS_SEED) -> None:
+    """cycles of: run a pod with a container, SIGKILL its sandbox process (QEMU for Bulkhead,
+    pause for runc) or its shim in some cycles (seeded), then StopPodSandbox and
+    RemovePodSandbox (retried: a dead shim may fail the first call). After each cycle nothing
+    of the pod may remain: no CRI entry, shim, VM, Bulkhead state dir or mount."""
+    rng = random.Random(seed)
+    retries: list[str] = []
+    for cycle in range(cycles):
+        target = rng.choice(["qemu", "shim"]) if rng.random() < CHAOS_KILL_SHARE else ""
+        retries += _chaos_cycle(env, handler, cycle, target)
+    client = env.client
+    assert client.list_pod_sandbox() == [] and client.list_containers() == []
+    print(f"chaos: {cycles} cycles, {len(retries)} failed calls retried", *retries, sep="\n  ")
+
+
+# --- refused pods ------------------------------------------------------------------------------
+
+SANDBOX_MEMORY = "io.kubernetes.cri.sandbox-memory"
+TOO_LITTLE_MEMORY = 16 << 20
+
+
+def check_small_memory_pod(env: CriEnv, handler: str) -> None:
+    """A pod limited to 16 MiB (containerd passes the pod's memory limit to the runtime as the
+    io.kubernetes.cri.sandbox-memory annotation): runc runs it (the pause process fits), a
+    Bulkhead VM cannot, so RunPodSandbox fails naming the 32 MiB minimum and leaves nothing."""
+    resources = pb.LinuxContainerResources(memory_limit_in_bytes=TOO_LITTLE_MEMORY)
+    config = env.client.pod_config("tiny", linux=pb.LinuxPodSandboxConfig(resources=resources))
+    if handler != "bulkhead":
+        with running_pod(env, handler, config) as pod:
+            info = json.loads(env.client.pod_sandbox_status(pod.id, verbose=True).info["info"])
+            annotations = info["runtimeSpec"]["annotations"]
+            assert annotations.get(SANDBOX_MEMORY) == str(TOO_LITTLE_MEMORY), annotations
+        return
+    try:
+        pod_id = env.client.run_pod_sandbox(config, handler)
+    except CriError as exc:
+        assert "32 MiB" in exc.details, exc
+    else:
+        env.client.stop_and_remove_pod(pod_id)
+        raise AssertionError("a Bulkhead pod of 16 MiB was run")
+    assert env.client.list_pod_sandbox() == [], env.client.list_pod_sandbox()
+    assert env.client.list_containers() == []

@@ -1,7 +1,8 @@
-"""Leak checks for CRI tests: on top of the task-level ones (processes, shim sockets, mounts
-under the instance's dirs, Bulkhead state), every pod and container must be gone through CRI,
-with its netns mount, its veth on the test bridge, its lease, libcni cache file and portmap
-rules."""
+"""Leak checks for CRI tests: on top of the task-level ones (processes: QEMU and shims; shim
+sockets; mounts under the instance's dirs and /run/bulkhead; Bulkhead sandbox state dirs in
+/run/bulkhead/<namespace>/; taps in the host netns), every pod and container must be gone
+through CRI, with its netns mount, its veth on the test bridge, its lease, libcni cache file and
+portmap rules."""
 
 from __future__ import annotations
 

@@ -123,3 +123,35 @@ def test_pod_is_one_vm(env: CriEnv) -> None:
         kernels = {checks.exec_ok(env.client, cid, "uname", "-r") for cid in (first, second)}
         assert len(kernels) == 1 and kernels != {os.uname().release + "\n"}, kernels
     checks.wait_until("the VM to exit", lambda: not qemu_pids() - before, 30)
+
+
+def test_three_containers_one_pod(env: CriEnv, handler: str) -> None:
+    checks.check_three_containers(env, handler)
+
+
+def test_shared_volume(env: CriEnv, handler: str, tmp_path: Path) -> None:
+    checks.check_shared_volume(env, handler, tmp_path)
+
+
+def test_shared_dev_shm(env: CriEnv, handler: str) -> None:
+    checks.check_shm(env, handler)
+
+
+def test_termination_message(env: CriEnv, handler: str, tmp_path: Path) -> None:
+    checks.check_termination_message(env, handler, tmp_path)
+
+
+def test_many_short_lived_containers_log(env: CriEnv, handler: str) -> None:
+    checks.check_many_short_logs(env, handler)
+
+
+def test_parallel_pods(env: CriEnv, handler: str) -> None:
+    checks.check_parallel_pods(env, handler)
+
+
+def test_chaos_kill_vm_or_shim(env: CriEnv, handler: str) -> None:
+    checks.check_chaos(env, handler)
+
+
+def test_small_memory_pod_refused(env: CriEnv, handler: str) -> None:
+    checks.check_small_memory_pod(env, handler)
