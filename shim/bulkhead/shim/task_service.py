@@ -355,7 +355,13 @@ class TaskService:
         if req.exec_id and proc.status == Status.CREATED:
             raise TtrpcError(Code.FAILED_PRECONDITION, f"{proc.name}: process not created")
         agent = self._agent_or_gone(proc)
-        await agent.signal_process(req.id, req.exec_id, req.signal, req.all)
+        try:
+            await agent.signal_process(req.id, req.exec_id, req.signal, req.all)
+        except ConnectionError as exc:
+            # The VM died under the call (its exit report is on the way): the process is
+            # gone, which is what containerd's StopContainer needs to hear.
+            raise TtrpcError(Code.NOT_FOUND, f"{proc.name}: the sandbox VM is gone "
+                                             f"({self.sandbox.dead or exc}): not found") from None
         return empty_pb2.Empty()
 
     async def close_io(self, req: task_pb2.CloseIORequest) -> empty_pb2.Empty:
