@@ -18,6 +18,11 @@ from bulkhead.devenv.containerd import (
 )
 from leaks import LeakBaseline, assert_no_leaks
 
+# grpcio (the CRI client) installs fork handlers that restart its event engine in a forked
+# child, which aborts there ("epoll_wait error: Bad file descriptor") before the child can exec;
+# tests fork QEMU from this process, so those handlers stay off (read when grpc first loads).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 REPO = Path(__file__).resolve().parent.parent
 DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
 DEMO_IMAGE_TAR = Path(

@@ -322,7 +322,8 @@ def check_port_forward(env: CriEnv, handler: str) -> None:
 
 def check_pod_ip(env: CriEnv, handler: str) -> None:
     """The pod gets an address in the test's own subnet, has no default route (nothing leaves
-    the bridge), and answers HTTP from the host on that address."""
+    the bridge), answers ping and HTTP from the host on that address, and reaches the bridge's
+    gateway (the test's own bridge address) itself."""
     with running_pod(env, handler, "podip") as pod:
         cid = start(env, pod, "web", httpd())
         ip = pod_ip(env.client, pod)
@@ -330,6 +331,11 @@ def check_pod_ip(env: CriEnv, handler: str) -> None:
         wait_httpd(env.client, cid)
         assert "default" not in exec_ok(env.client, cid, "ip", "route")
         assert http_get(f"http://{ip}:{HTTP_PORT}/") == BODY + "\n"
+        ping = subprocess.run(["busybox", "ping", "-c", "2", "-W", "5", ip],
+                              capture_output=True, text=True, timeout=30)
+        assert ping.returncode == 0 and " 0% packet loss" in ping.stdout, ping.stdout
+        out = exec_ok(env.client, cid, "ping", "-c", "2", "-W", "5", str(env.network.gateway))
+        assert " 0% packet loss" in out, out
 
 
 def check_pods_reach_each_other(env: CriEnv, handler: str) -> None:
