@@ -10,10 +10,10 @@ everything below it (the pause process and the container's sh/sleep).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from bulkhead.devenv import procs
 from bulkhead.devenv.containerd import PrivateContainerd
+from footprint import children_map, pss_kib, with_descendants
 
 SHIM_DAEMON = "bulkhead.shim.daemon"
 RUNC_SHIM = "containerd-shim-runc-v2"
@@ -30,45 +30,6 @@ class PodMemory:
     @property
     def total(self) -> int:
         return sum(self.parts.values())
-
-
-def pss_kib(pid: int) -> int:
-    """Pss from /proc/<pid>/smaps_rollup; 0 for a process gone meanwhile."""
-    try:
-        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
-    except OSError:
-        return 0
-    for line in text.splitlines():
-        if line.startswith("Pss:"):
-            return int(line.split()[1])
-    return 0
-
-
-def children_map() -> dict[int, list[int]]:
-    """Parent pid -> child pids, from one pass over /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rpartition(")")[2].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    return children
-
-
-def descendants(pid: int, children: dict[int, list[int]]) -> set[int]:
-    """Everything below pid in the process tree (not pid itself)."""
-    found: set[int] = set()
-    todo = list(children.get(pid, []))
-    while todo:
-        current = todo.pop()
-        if current not in found:
-            found.add(current)
-            todo += children.get(current, [])
-    return found
 
 
 def shims_of(instance: PrivateContainerd, sandbox_id: str) -> list[procs.Proc]:
@@ -99,7 +60,7 @@ def bulkhead_pod(instance: PrivateContainerd, sandbox_id: str,
         raise RuntimeError(f"pod {sandbox_id[:12]}: shim daemon {daemons}, QEMU {sorted(qemus)}")
     shim: set[int] = set(daemons)
     for pid in daemons:
-        shim |= descendants(pid, children)
+        shim |= (with_descendants(pid, children) - {pid})
     shim -= qemus
     return PodMemory({"shim": sum(map(pss_kib, shim)), "QEMU": sum(map(pss_kib, qemus))},
                      {"shim": len(shim), "QEMU": len(qemus)})
@@ -113,7 +74,7 @@ def runc_pod(instance: PrivateContainerd, sandbox_id: str,
         raise RuntimeError(f"pod {sandbox_id[:12]}: no {RUNC_SHIM} found")
     below: set[int] = set()
     for pid in shims:
-        below |= descendants(pid, children)
+        below |= (with_descendants(pid, children) - {pid})
     below -= set(shims)
     return PodMemory({"shim": sum(map(pss_kib, shims)),
                       "pause + container": sum(map(pss_kib, below))},
