@@ -575,14 +575,23 @@ static int round_once(struct ce_engine *e)
             progress = 1;
         }
     }
-    if (tx_free(e) < CE_HEADER_SIZE + CE_MAX_CHUNK)
-        tx_compact(e);
-    /* Round robin over sources, one chunk each, so a busy stream cannot starve the others. */
-    int n = e->nstreams;
-    for (int k = 0; k < n && !e->closed; k++) {
-        struct stream *s = e->streams[(e->rr + k) % n];
-        if (s->dir == CE_OUT && s->fd >= 0)
-            progress |= fill_out(e, s);
+    /* Fill tx before writing it: one channel write then carries several chunks. Passes go
+     * round robin over the sources, one chunk each, so a busy stream cannot starve others. */
+    int n = e->nstreams, more = 1;
+    while (more && !e->closed) {
+        more = 0;
+        /* Move unsent bytes to the front only while there are few: a big remainder means the
+         * channel is the bottleneck and copying it around would only cost. */
+        if (tx_free(e) < CE_HEADER_SIZE + CE_MAX_CHUNK && e->tx_tail - e->tx_head <= TX_SIZE / 4)
+            tx_compact(e);
+        if (tx_free(e) < CE_HEADER_SIZE + CE_MAX_CHUNK && e->tx_tail > e->tx_head)
+            break; /* write what we have first rather than cut a small chunk */
+        for (int k = 0; k < n && !e->closed; k++) {
+            struct stream *s = e->streams[(e->rr + k) % n];
+            if (s->dir == CE_OUT && s->fd >= 0)
+                more |= fill_out(e, s);
+        }
+        progress |= more;
     }
     if (n > 0)
         e->rr = (e->rr + 1) % n;
