@@ -3,10 +3,13 @@
 
 Topology, the same for both: producer thread -> socketpair -> sending end (OUT) -> channel
 socketpair -> receiving end (IN) -> socketpair -> consumer thread, with credit flowing back.
-Only the engine (or the two DataChannels and their pumps, on one asyncio loop) sits between
-the two outer socketpairs. The producer sends a fixed buffer, the consumer counts bytes (the
-unit tests check contents). Prints figures only; asserts nothing. Usage:
+Only the engines (or the two DataChannels and their pumps, on one asyncio loop) sit between
+the two outer socketpairs; --ends pipe uses pipes there instead (what a process has). The
+producer sends a fixed buffer, the consumer counts bytes (the unit tests check contents).
+For scale, it also times the producer and consumer on one direct socketpair (no channel).
+Prints figures only; asserts nothing. Usage:
     python bench/copyengine.py [--mib 1024] [--python-mib 256] [--streams 1] [--repeat 3]
+                               [--ends socket|pipe] [--sockbuf KIB]
 """
 
 from __future__ import annotations
@@ -25,45 +28,74 @@ from bulkhead.stdio.channel import DataChannel
 from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
 
 BLOCK = 1 << 20
+SOCKBUF = 0  # SO_SNDBUF/SO_RCVBUF of every socket, bytes (0: the system default)
+ENDS = "socket"
+Ends = tuple[int, int, int, int]  # producer end, engine source end, engine sink end, consumer end
 
 
-def producer(sock: socket.socket, total: int) -> None:
-    """Send total bytes, then close (the stream's EOF)."""
+def producer(fd: int, total: int) -> None:
+    """Write total bytes, then close (the stream's EOF)."""
     buf = memoryview(b"\xa5" * BLOCK)
     left = total
     while left:
-        n = min(left, BLOCK)
-        sock.sendall(buf[:n])
-        left -= n
-    sock.close()
+        left -= os.write(fd, buf[:min(left, BLOCK)])
+    os.close(fd)
 
 
-def consumer(sock: socket.socket, counts: list[int], i: int) -> None:
+def consumer(fd: int, counts: list[int], i: int) -> None:
     """Read until EOF, counting."""
     buf = bytearray(BLOCK)
-    view = memoryview(buf)
     total = 0
-    while n := sock.recv_into(view):
+    while n := os.readv(fd, [buf]):
         total += n
     counts[i] = total
-    sock.close()
+    os.close(fd)
 
 
-def outer_pairs(streams: int) -> list[tuple[socket.socket, socket.socket, socket.socket,
-                                            socket.socket]]:
-    """Per stream: (producer end, engine source end, engine sink end, consumer end)."""
+def socketpair() -> tuple[int, int]:
+    a, b = socket.socketpair()
+    for s in (a, b):
+        if SOCKBUF:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKBUF)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKBUF)
+    return a.detach(), b.detach()
+
+
+def link(kind: str) -> tuple[int, int]:
+    """(write end, read end) of a pipe or a socketpair; both blocking."""
+    if kind == "pipe":
+        r, w = os.pipe()
+        return w, r
+    return socketpair()
+
+
+def outer_pairs(streams: int) -> list[Ends]:
+    """Per stream: the producer's and consumer's blocking ends, the engine's non-blocking ones."""
     out = []
     for _ in range(streams):
-        p, src = socket.socketpair()
-        sink, c = socket.socketpair()
-        src.setblocking(False)
-        sink.setblocking(False)
+        p, src = link(ENDS)
+        sink, c = link(ENDS)
+        os.set_blocking(src, False)
+        os.set_blocking(sink, False)
         out.append((p, src, sink, c))
     return out
 
 
-def run_threads(pairs: list[tuple[socket.socket, socket.socket, socket.socket, socket.socket]],
-                per_stream: int, counts: list[int]) -> list[threading.Thread]:
+def direct(total: int) -> float:
+    """Seconds for producer -> one socketpair -> consumer: the floor of one hop."""
+    w, r = link(ENDS)
+    counts = [0]
+    start = time.perf_counter()
+    threads = [threading.Thread(target=producer, args=(w, total)),
+               threading.Thread(target=consumer, args=(r, counts, 0))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start
+
+
+def run_threads(pairs: list[Ends], per_stream: int, counts: list[int]) -> list[threading.Thread]:
     threads = []
     for i, (p, _, _, c) in enumerate(pairs):
         threads.append(threading.Thread(target=producer, args=(p, per_stream)))
@@ -75,16 +107,16 @@ def run_threads(pairs: list[tuple[socket.socket, socket.socket, socket.socket, s
 
 def bench_c(total: int, streams: int) -> tuple[float, dict[str, int]]:
     """Seconds to move total bytes (split over streams) through two C engines."""
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    left, right = cengine.CopyEngine(a.detach()), cengine.CopyEngine(b.detach())
+    a, b = socketpair()
+    os.set_blocking(a, False)
+    os.set_blocking(b, False)
+    left, right = cengine.CopyEngine(a), cengine.CopyEngine(b)
     pairs = outer_pairs(streams)
     for sid, (_, src, sink, _) in enumerate(pairs, start=1):
-        right.add_input(sid, sink.fileno())
-        left.add_output(sid, src.fileno())
-        src.close()  # the engines hold their own dups
-        sink.close()
+        right.add_input(sid, sink)
+        left.add_output(sid, src)
+        os.close(src)  # the engines hold their own dups
+        os.close(sink)
     counts = [0] * streams
     per_stream = total // streams
     start = time.perf_counter()
@@ -105,9 +137,9 @@ def bench_c(total: int, streams: int) -> tuple[float, dict[str, int]]:
 def bench_python(total: int, streams: int) -> float:
     """Seconds for the same transfer through two DataChannels and the pump coroutines."""
     async def run() -> float:
-        a, b = socket.socketpair()
-        ra, wa = await asyncio.open_unix_connection(sock=a)
-        rb, wb = await asyncio.open_unix_connection(sock=b)
+        fa, fb = socketpair()
+        ra, wa = await asyncio.open_unix_connection(sock=socket.socket(fileno=fa))
+        rb, wb = await asyncio.open_unix_connection(sock=socket.socket(fileno=fb))
         left, right = DataChannel(ra, wa), DataChannel(rb, wb)
         left.start()
         right.start()
@@ -119,13 +151,13 @@ def bench_python(total: int, streams: int) -> float:
         pumps = []
         for sid, (_, src, sink, _) in enumerate(pairs, start=1):
             right.inbound(sid)
-            pumps.append(pump_fd_to_stream(left, src.fileno(), sid))
-            pumps.append(pump_stream_to_fd(right, sid, sink.fileno()))
+            pumps.append(pump_fd_to_stream(left, src, sid))
+            pumps.append(pump_stream_to_fd(right, sid, sink))
         threads = run_threads(pairs, per_stream, counts)
         await asyncio.gather(*pumps)
         for _, src, sink, _ in pairs:
-            src.close()
-            sink.close()  # the consumer's EOF
+            os.close(src)
+            os.close(sink)  # the consumer's EOF
 
         def join() -> None:
             for t in threads:
@@ -153,13 +185,22 @@ def main() -> int:
                         help="MiB through the Python pumps (0: skip them)")
     parser.add_argument("--streams", type=int, default=1, help="streams sharing the channel")
     parser.add_argument("--repeat", type=int, default=3, help="runs each; the best is shown")
+    parser.add_argument("--ends", choices=("socket", "pipe"), default="socket",
+                        help="what the producer and consumer use (the channel is a socketpair)")
+    parser.add_argument("--sockbuf", type=int, default=0,
+                        help="SO_SNDBUF/SO_RCVBUF of every socket in KiB (0: system default)")
     args = parser.parse_args()
+    global SOCKBUF, ENDS
+    SOCKBUF, ENDS = args.sockbuf << 10, args.ends
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"{args.streams} stream(s)")
+          f"{args.streams} stream(s), {args.ends} ends, socket buffers "
+          f"{f'{args.sockbuf} KiB' if args.sockbuf else 'default'}")
+    total = args.mib << 20
+    elapsed = best(lambda: direct(total), args.repeat)
+    print(f"one {args.ends} hop, no channel (scale): {total / elapsed / 1e9:6.2f} GB/s")
     if not cengine.available():
         print("C engine: not built (bulkhead._copyengine missing)")
     else:
-        total = args.mib << 20
         runs = [bench_c(total, args.streams) for _ in range(args.repeat)]
         elapsed, counters = min(runs, key=lambda r: r[0])
         frames = counters["frames_out"] / max(counters["channel_writes"], 1)

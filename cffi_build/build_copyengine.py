@@ -71,6 +71,7 @@ int ce_add(struct ce_engine *e, uint32_t stream, int direction, int fd);
 int ce_close_output(struct ce_engine *e, uint32_t stream);
 int ce_remove(struct ce_engine *e, uint32_t stream, int direction);
 int ce_status(struct ce_engine *e, uint32_t stream, int direction, struct ce_status *out);
+int ce_exit_mark(struct ce_engine *e, uint32_t stream, uint64_t *mark);
 int ce_poll(struct ce_engine *e, struct ce_status *out, int max, int *closed);
 void ce_close_reason(struct ce_engine *e, char *out, size_t outlen);
 void ce_get_counters(struct ce_engine *e, struct ce_counters *out);

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -867,6 +868,22 @@ int ce_status(struct ce_engine *e, uint32_t stream, int direction, struct ce_sta
     struct stream *s = find(e, stream, direction);
     if (s != NULL)
         snapshot(s, out);
+    pthread_mutex_unlock(&e->lock);
+    return s != NULL ? 0 : ENOENT;
+}
+
+int ce_exit_mark(struct ce_engine *e, uint32_t stream, uint64_t *mark)
+{
+    pthread_mutex_lock(&e->lock);
+    struct stream *s = find(e, stream, CE_OUT);
+    if (s != NULL) {
+        int queued = 0;
+        /* No fd: EOF was read, nothing more can come. FIONREAD fails on a regular file: the
+         * rest of a file is not "output still in the pipe". */
+        if (s->fd < 0 || s->eof || ioctl(s->fd, FIONREAD, &queued) < 0 || queued < 0)
+            queued = 0;
+        *mark = s->taken + (uint64_t)queued;
+    }
     pthread_mutex_unlock(&e->lock);
     return s != NULL ? 0 : ENOENT;
 }

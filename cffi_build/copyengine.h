@@ -59,7 +59,8 @@ struct ce_status {
     uint64_t taken;     /* OUT: bytes read from the fd. IN: bytes received from the channel */
     uint64_t done;      /* OUT: bytes written to the channel. IN: written to (or dropped for,
                            once the sink is gone) the fd */
-    int eof;            /* OUT: the fd reached EOF (or close_output). IN: EOF frame received */
+    int eof;            /* OUT: the fd reached EOF (or close_output). IN: EOF frame received
+                           (or the channel closed) */
     int finished;       /* OUT: EOF frame written to the channel. IN: EOF received and all
                            written; also set for every stream once the channel is closed */
     int error;          /* errno of a failed fd (0 if none; EPIPE/EIO of a sink are no error) */
@@ -85,6 +86,11 @@ int ce_close_output(struct ce_engine *e, uint32_t stream);
 int ce_remove(struct ce_engine *e, uint32_t stream, int direction);
 /* Current status of one stream: 0 or ENOENT. */
 int ce_status(struct ce_engine *e, uint32_t stream, int direction, struct ce_status *out);
+/* OUT stream: its length once everything its fd holds now is read, i.e. bytes read so far plus
+ * FIONREAD, taken atomically with respect to the engine's reads (which hold the lock). The
+ * agent calls it when a process was reaped, then waits until `done` reaches it: exactly that
+ * process's output, even if a surviving child keeps the pipe open. 0 or ENOENT. */
+int ce_exit_mark(struct ce_engine *e, uint32_t stream, uint64_t *mark);
 /* Statuses of streams that changed since the last call (at most max; call again while it
  * returns max). Also resets the notify fd. *closed is set to 1 once the channel is closed. */
 int ce_poll(struct ce_engine *e, struct ce_status *out, int max, int *closed);

@@ -355,6 +355,34 @@ def test_progress_through_asyncio_attach() -> None:
     asyncio.run(run())
 
 
+def test_exit_mark_counts_what_the_pipe_still_holds() -> None:
+    """Without credit the engine stops reading: the mark is what it read plus what is queued
+    in the pipe, and once credit flows, done reaches exactly that."""
+    engine, peer = engine_and_peer(window=1000)
+    src_r, src_w = pipe("r")
+    try:
+        engine.add_output(1, src_r)
+        os.write(src_w, b"z" * 5000)
+        wait_for(lambda: status(engine, 1, OUT).taken == 1000, what="window used")
+        assert engine.exit_mark(1) == 5000
+        assert engine.exit_mark(99) is None
+        got = 0
+        while got < 5000:  # the peer drains the channel and grants credit frame by frame
+            header = peer.recv(HEADER.size, socket.MSG_WAITALL)
+            stream, kind, length = HEADER.unpack(header)
+            assert (stream, kind) == (1, KIND_DATA)
+            got += len(peer.recv(length, socket.MSG_WAITALL))
+            peer.sendall(encode_frame(1, KIND_CREDIT, CREDIT.pack(length)))
+        wait_for(lambda: status(engine, 1, OUT).done == 5000, what="done at the mark")
+        os.close(src_w)
+        wait_for(lambda: status(engine, 1, OUT).eof, what="EOF")
+        assert engine.exit_mark(1) == 5000
+    finally:
+        os.close(src_r)
+        engine.close()
+        peer.close()
+
+
 def test_interop_with_python_data_channel() -> None:
     """C engine on one end, DataChannel on the other: both directions, past the window."""
     payload_out = os.urandom(3 * WINDOW + 12345)

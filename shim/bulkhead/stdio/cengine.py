@@ -120,6 +120,15 @@ class CopyEngine:
             return None
         return StreamStatus.from_c(out)
 
+    def exit_mark(self, stream: int) -> int | None:
+        """An OUT stream's length once what its fd holds now is read (read so far + FIONREAD,
+        atomic against the engine's reads): call when the process was reaped, then wait for
+        its Progress to reach it. None if the stream is not registered."""
+        mark = ffi.new("uint64_t *")
+        if lib.ce_exit_mark(self._handle(), stream, mark):
+            return None
+        return int(mark[0])
+
     def poll(self) -> list[StreamStatus]:
         """Streams that changed since the last poll (resets notify_fd)."""
         buf = ffi.new("struct ce_status[]", POLL_BATCH)
