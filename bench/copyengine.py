@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Data-channel throughput: the C copy engine vs the pure-Python DataChannel pumps.
 
-Topology, the same for both: producer thread -> socketpair -> sending end (OUT) -> channel
-socketpair -> receiving end (IN) -> socketpair -> consumer thread, with credit flowing back.
-Only the engines (or the two DataChannels and their pumps, on one asyncio loop) sit between
-the two outer socketpairs; --ends pipe uses pipes there instead (what a process has). The
-producer sends a fixed buffer, the consumer counts bytes (the unit tests check contents).
-For scale, it also times the producer and consumer on one direct socketpair (no channel).
-Prints figures only; asserts nothing. Usage:
+Topology, the same for both: producer -> socketpair -> sending end (OUT) -> channel socketpair
+-> receiving end (IN) -> socketpair -> consumer, with credit flowing back. Only the engines (or
+the two DataChannels and their pumps, on one asyncio loop) sit between the two outer
+socketpairs; --ends pipe uses pipes there instead (what a process has). Producers and
+consumers are forked processes (threads would measure the GIL): a producer writes a fixed
+buffer, a consumer counts bytes (the unit tests check contents). For scale, it also times a
+producer and a consumer on one direct link (no channel). Prints figures only; asserts nothing.
+Usage:
     python bench/copyengine.py [--mib 1024] [--python-mib 256] [--streams 1] [--repeat 3]
                                [--ends socket|pipe] [--sockbuf KIB]
 """
@@ -19,9 +20,9 @@ import asyncio
 import os
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
+from functools import partial
 
 from bulkhead.stdio import cengine
 from bulkhead.stdio.channel import DataChannel
@@ -33,7 +34,21 @@ ENDS = "socket"
 Ends = tuple[int, int, int, int]  # producer end, engine source end, engine sink end, consumer end
 
 
-def producer(fd: int, total: int) -> None:
+def fork(child: Callable[[], None], keep: set[int], close: list[int]) -> int:
+    """Run child() in a forked process that closes every fd of `close` not in `keep`."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for fd in close:
+                if fd >= 0 and fd not in keep:
+                    os.close(fd)
+            child()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def produce(fd: int, total: int) -> None:
     """Write total bytes, then close (the stream's EOF)."""
     buf = memoryview(b"\xa5" * BLOCK)
     left = total
@@ -42,14 +57,40 @@ def producer(fd: int, total: int) -> None:
     os.close(fd)
 
 
-def consumer(fd: int, counts: list[int], i: int) -> None:
-    """Read until EOF, counting."""
+def consume(fd: int, result: int) -> None:
+    """Read until EOF, then report the count on `result`."""
     buf = bytearray(BLOCK)
     total = 0
     while n := os.readv(fd, [buf]):
         total += n
-    counts[i] = total
-    os.close(fd)
+    os.write(result, total.to_bytes(8, "little"))
+
+
+class Workers:
+    """Forked producers and consumers on the outer ends; the parent keeps only engine ends."""
+
+    def __init__(self, pairs: list[Ends], per_stream: int, engine_fds: list[int]) -> None:
+        outer = [fd for p, _, _, c in pairs for fd in (p, c)]
+        every = outer + [fd for _, s, k, _ in pairs for fd in (s, k)] + engine_fds
+        self.results: list[int] = []
+        self.pids: list[int] = []
+        for p, _, _, c in pairs:
+            r, w = os.pipe()
+            self.pids.append(fork(partial(produce, p, per_stream), {p}, every + [r, w]))
+            self.pids.append(fork(partial(consume, c, w), {c, w}, every + [r, w]))
+            os.close(w)
+            self.results.append(r)
+        for fd in outer:
+            os.close(fd)
+
+    def wait(self) -> int:
+        """Bytes the consumers got in all, once every worker exited."""
+        total = sum(int.from_bytes(os.read(r, 8), "little") for r in self.results)
+        for r in self.results:
+            os.close(r)
+        for pid in self.pids:
+            os.waitpid(pid, 0)
+        return total
 
 
 def socketpair() -> tuple[int, int]:
@@ -82,55 +123,43 @@ def outer_pairs(streams: int) -> list[Ends]:
 
 
 def direct(total: int) -> float:
-    """Seconds for producer -> one socketpair -> consumer: the floor of one hop."""
+    """Seconds for producer -> one link -> consumer: the cost of a single hop."""
     w, r = link(ENDS)
-    counts = [0]
     start = time.perf_counter()
-    threads = [threading.Thread(target=producer, args=(w, total)),
-               threading.Thread(target=consumer, args=(r, counts, 0))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start
+    workers = Workers([(w, -1, -1, r)], total, [])
+    got = workers.wait()
+    elapsed = time.perf_counter() - start
+    if got != total:
+        raise SystemExit(f"direct link lost bytes: {got} of {total}")
+    return elapsed
 
 
-def run_threads(pairs: list[Ends], per_stream: int, counts: list[int]) -> list[threading.Thread]:
-    threads = []
-    for i, (p, _, _, c) in enumerate(pairs):
-        threads.append(threading.Thread(target=producer, args=(p, per_stream)))
-        threads.append(threading.Thread(target=consumer, args=(c, counts, i)))
-    for t in threads:
-        t.start()
-    return threads
-
-
-def bench_c(total: int, streams: int) -> tuple[float, dict[str, int]]:
+def bench_c(total: int, streams: int, splice: bool = True) -> tuple[float, dict[str, int]]:
     """Seconds to move total bytes (split over streams) through two C engines."""
     a, b = socketpair()
     os.set_blocking(a, False)
     os.set_blocking(b, False)
-    left, right = cengine.CopyEngine(a), cengine.CopyEngine(b)
     pairs = outer_pairs(streams)
+    per_stream = total // streams
+    start = time.perf_counter()
+    workers = Workers(pairs, per_stream, [a, b])  # forked before the engines' threads exist
+    left, right = cengine.CopyEngine(a), cengine.CopyEngine(b)
+    if not splice:
+        left.set_splice(cengine.SPLICE_OFF)
     for sid, (_, src, sink, _) in enumerate(pairs, start=1):
         right.add_input(sid, sink)
         left.add_output(sid, src)
         os.close(src)  # the engines hold their own dups
         os.close(sink)
-    counts = [0] * streams
-    per_stream = total // streams
-    start = time.perf_counter()
     left.start()
     right.start()
-    threads = run_threads(pairs, per_stream, counts)
-    for t in threads:
-        t.join()
+    got = workers.wait()
     elapsed = time.perf_counter() - start
     counters = left.counters()
     left.close()
     right.close()
-    if sum(counts) != per_stream * streams:
-        raise SystemExit(f"C engine lost bytes: {sum(counts)} of {per_stream * streams}")
+    if got != per_stream * streams:
+        raise SystemExit(f"C engine lost bytes: {got} of {per_stream * streams}")
     return elapsed, counters
 
 
@@ -138,37 +167,30 @@ def bench_python(total: int, streams: int) -> float:
     """Seconds for the same transfer through two DataChannels and the pump coroutines."""
     async def run() -> float:
         fa, fb = socketpair()
+        pairs = outer_pairs(streams)
+        per_stream = total // streams
+        start = time.perf_counter()
+        workers = Workers(pairs, per_stream, [fa, fb])
         ra, wa = await asyncio.open_unix_connection(sock=socket.socket(fileno=fa))
         rb, wb = await asyncio.open_unix_connection(sock=socket.socket(fileno=fb))
         left, right = DataChannel(ra, wa), DataChannel(rb, wb)
         left.start()
         right.start()
-        pairs = outer_pairs(streams)
-        counts = [0] * streams
-        per_stream = total // streams
-        loop = asyncio.get_running_loop()
-        start = time.perf_counter()
         pumps = []
         for sid, (_, src, sink, _) in enumerate(pairs, start=1):
             right.inbound(sid)
             pumps.append(pump_fd_to_stream(left, src, sid))
             pumps.append(pump_stream_to_fd(right, sid, sink))
-        threads = run_threads(pairs, per_stream, counts)
         await asyncio.gather(*pumps)
         for _, src, sink, _ in pairs:
             os.close(src)
             os.close(sink)  # the consumer's EOF
-
-        def join() -> None:
-            for t in threads:
-                t.join()
-
-        await loop.run_in_executor(None, join)
+        got = workers.wait()
         elapsed = time.perf_counter() - start
         await left.close()
         await right.close()
-        if sum(counts) != per_stream * streams:
-            raise SystemExit(f"Python pumps lost bytes: {sum(counts)} of {per_stream * streams}")
+        if got != per_stream * streams:
+            raise SystemExit(f"Python pumps lost bytes: {got} of {per_stream * streams}")
         return elapsed
 
     return asyncio.run(run())
@@ -179,6 +201,7 @@ def best(fn: Callable[[], float], repeat: int) -> float:
 
 
 def main() -> int:
+    global SOCKBUF, ENDS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=1024, help="MiB through the C engine")
     parser.add_argument("--python-mib", type=int, default=256,
@@ -190,7 +213,6 @@ def main() -> int:
     parser.add_argument("--sockbuf", type=int, default=0,
                         help="SO_SNDBUF/SO_RCVBUF of every socket in KiB (0: system default)")
     args = parser.parse_args()
-    global SOCKBUF, ENDS
     SOCKBUF, ENDS = args.sockbuf << 10, args.ends
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
           f"{args.streams} stream(s), {args.ends} ends, socket buffers "
@@ -201,11 +223,14 @@ def main() -> int:
     if not cengine.available():
         print("C engine: not built (bulkhead._copyengine missing)")
     else:
-        runs = [bench_c(total, args.streams) for _ in range(args.repeat)]
-        elapsed, counters = min(runs, key=lambda r: r[0])
-        frames = counters["frames_out"] / max(counters["channel_writes"], 1)
-        print(f"C engine:     {total / elapsed / 1e9:6.2f} GB/s  ({args.mib} MiB in "
-              f"{elapsed:.3f} s, {frames:.1f} frames per channel write)")
+        for splice in ((True, False) if args.ends == "pipe" else (True,)):
+            runs = [bench_c(total, args.streams, splice) for _ in range(args.repeat)]
+            elapsed, counters = min(runs, key=lambda r: r[0])
+            frames = counters["frames_out"] / max(counters["channel_writes"], 1)
+            how = ("" if args.ends != "pipe" else
+                   f", {counters['spliced_bytes'] / total:.0%} spliced" if splice else ", copied")
+            print(f"C engine:     {total / elapsed / 1e9:6.2f} GB/s  ({args.mib} MiB in "
+                  f"{elapsed:.3f} s, {frames:.1f} frames per channel write{how})")
     if args.python_mib:
         total = args.python_mib << 20
         elapsed = best(lambda: bench_python(total, args.streams), args.repeat)

@@ -35,6 +35,9 @@ CDEF = """
 #define CE_PARSE_ERROR -1
 #define CE_OUT 1
 #define CE_IN 2
+#define CE_SPLICE_OFF 0
+#define CE_SPLICE_ON 1
+#define CE_SPLICE_TEST_FALLBACK 2
 
 struct ce_frame {
     uint32_t stream;
@@ -61,11 +64,13 @@ struct ce_counters {
     uint64_t channel_reads;
     uint64_t channel_writes;
     uint64_t dropped_bytes;
+    uint64_t spliced_bytes;
 };
 
 struct ce_engine;
 struct ce_engine *ce_new(int channel_fd, uint32_t window, char *err, size_t errlen);
 int ce_start(struct ce_engine *e);
+void ce_set_splice(struct ce_engine *e, int mode);
 int ce_notify_fd(struct ce_engine *e);
 int ce_add(struct ce_engine *e, uint32_t stream, int direction, int fd);
 int ce_close_output(struct ce_engine *e, uint32_t stream);

@@ -7,6 +7,13 @@
  * transmit buffer, and write that buffer to the channel in one syscall. Rounds repeat while
  * they make progress; then the thread sleeps in epoll_wait.
  *
+ * splice: a pipe source with at least SPLICE_MIN bytes waiting gets its DATA header queued in
+ * tx and its payload spliced from the pipe straight into the channel once tx is written, saving
+ * a copy (zero-copy into an AF_UNIX socket on Linux >= 6.5, and into virtio-serial, the guest's
+ * channel). While such a payload is pending nothing else may enter tx, or it would land
+ * inside the frame. If splice fails (EINVAL: the channel does not take it), the payload is
+ * copied instead and splice stays off for the engine.
+ *
  * Memory is bounded: two fixed buffers (rx, tx) per engine and, per IN stream, at most the
  * credit window of received-but-unwritten bytes (a peer that sends more breaks the protocol and
  * the channel is closed). Reading the channel never waits for tx space (credits are counted per
@@ -36,6 +43,8 @@
 #define RX_SIZE (512 * 1024)
 #define TX_SIZE (512 * 1024)
 #define CREDIT_FRAME_SIZE (CE_HEADER_SIZE + 4)
+/* Smaller payloads are copied: a copy of a few KiB is cheaper than the extra syscalls. */
+#define SPLICE_MIN (16 * 1024)
 /* Rounds before the loop looks at epoll (and lets control calls take the lock) again. */
 #define MAX_ROUNDS 64
 /* epoll tokens: streams are (direction << 32 | id); these two are not streams. */
@@ -88,6 +97,15 @@ struct ce_engine {
     struct stream **streams;
     int nstreams, cap, rr;
     int notified;
+    int splice_mode;       /* CE_SPLICE_* */
+    /* The DATA frame being spliced: its header is the last thing in tx, its payload (left
+     * bytes) is still in the pipe. s is NULL if Python removed the stream meanwhile; fd is
+     * then ours to close once the frame is complete. */
+    struct {
+        struct stream *s;
+        int fd;
+        uint32_t left;
+    } sp;
     struct ce_counters counters;
 };
 
@@ -219,6 +237,11 @@ static void close_channel(struct ce_engine *e, const char *fmt, ...)
     va_end(ap);
     if (e->ch_is_socket)
         shutdown(e->ch, SHUT_RDWR); /* the peer sees the link end at once */
+    if (e->sp.fd >= 0 && e->sp.s == NULL)
+        close(e->sp.fd);
+    e->sp.s = NULL;
+    e->sp.fd = -1;
+    e->sp.left = 0;
     for (int i = 0; i < e->nstreams; i++) {
         struct stream *s = e->streams[i];
         if (s->dir == CE_OUT && !s->finished && s->error == 0)
@@ -232,6 +255,12 @@ static void close_channel(struct ce_engine *e, const char *fmt, ...)
 static size_t tx_free(struct ce_engine *e)
 {
     return TX_SIZE - e->tx_tail;
+}
+
+/* A spliced (or fallback-copied) payload is pending: nothing may be appended to tx. */
+static int tx_locked(struct ce_engine *e)
+{
+    return e->sp.fd >= 0;
 }
 
 /* Make room at the end of tx by moving unsent bytes to the front. */
@@ -258,11 +287,75 @@ static void queue_frame(struct ce_engine *e, uint32_t id, uint8_t kind, const ui
     e->counters.frames_out++;
 }
 
+static void splice_done(struct ce_engine *e)
+{
+    struct stream *s = e->sp.s;
+    if (s != NULL) {
+        s->done = s->appended; /* every earlier frame of s left with tx, before the header */
+        s->changed = 1;
+    } else {
+        close(e->sp.fd);
+    }
+    e->sp.s = NULL;
+    e->sp.fd = -1;
+}
+
+/* Move the pending payload from its pipe into the channel; called only with tx empty. */
+static int splice_out(struct ce_engine *e)
+{
+    ssize_t n = -1;
+    int copied = 0;
+    errno = EINVAL;
+    if (e->splice_mode == CE_SPLICE_ON)
+        n = splice(e->sp.fd, NULL, e->ch, NULL, e->sp.left, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+        /* The channel takes no splice (EINVAL), or splice failed some other way, or a test
+         * said so: nothing moved, so copy the payload into the empty tx instead, right after
+         * the header; splice stays off from now on. A channel that is really broken then
+         * fails the plain write, with its own error. */
+        e->splice_mode = CE_SPLICE_OFF;
+        copied = 1;
+        n = read(e->sp.fd, e->tx, e->sp.left);
+        if (n > 0) {
+            e->tx_head = 0;
+            e->tx_tail = (size_t)n;
+        }
+    }
+    if (n <= 0) {
+        int queued = 0;
+        if (n < 0 && errno == EINTR)
+            return 0;
+        if (n < 0 && errno == EAGAIN && !copied && ioctl(e->sp.fd, FIONREAD, &queued) == 0 &&
+            queued > 0) {
+            e->ch_writable = 0; /* the channel is full */
+            return 0;
+        }
+        /* FIONREAD promised these bytes and we are the pipe's only reader: this cannot
+         * happen unless someone else drained it. The frame cannot be completed. */
+        close_channel(e, "lost: a spliced payload's pipe ran dry (%s)",
+                      n < 0 ? strerror(errno) : "EOF");
+        return 0;
+    }
+    e->sp.left -= (uint32_t)n;
+    if (!copied)
+        e->counters.spliced_bytes += (uint64_t)n;
+    if (e->sp.s != NULL) {
+        e->sp.s->taken += (uint64_t)n;
+        e->sp.s->appended += (uint64_t)n;
+        e->sp.s->changed = 1;
+    }
+    if (e->sp.left == 0 && !copied) /* a copied payload is done once tx is written */
+        splice_done(e);
+    return 1;
+}
+
 /* Write tx to the channel; OUT streams whose frames all left are then "done" up to there. */
 static int channel_write(struct ce_engine *e)
 {
-    if (!e->ch_writable || e->tx_head == e->tx_tail)
+    if (!e->ch_writable)
         return 0;
+    if (e->tx_head == e->tx_tail)
+        return e->sp.left > 0 ? splice_out(e) : 0;
     ssize_t n;
     if (e->ch_is_socket)
         n = send(e->ch, e->tx + e->tx_head, e->tx_tail - e->tx_head, MSG_NOSIGNAL);
@@ -288,8 +381,13 @@ static int channel_write(struct ce_engine *e)
                 finish(e, s);
         }
     }
-    if (e->tx_head == e->tx_tail)
+    if (e->tx_head == e->tx_tail) {
         e->tx_head = e->tx_tail = 0;
+        if (e->sp.fd >= 0 && e->sp.left == 0) /* a fallback copy of a payload went out */
+            splice_done(e);
+        else if (e->sp.left > 0)
+            splice_out(e);
+    }
     return 1;
 }
 
@@ -506,10 +604,38 @@ static void out_eof(struct stream *s)
     s->changed = 1;
 }
 
+/* A pipe source with enough waiting: queue the header, the payload will be spliced. */
+static int start_splice(struct ce_engine *e, struct stream *s)
+{
+    int avail = 0;
+    if (e->splice_mode == CE_SPLICE_OFF || !s->is_fifo || s->eof || !s->ready ||
+        s->credit < SPLICE_MIN || tx_free(e) < CE_HEADER_SIZE ||
+        ioctl(s->fd, FIONREAD, &avail) < 0 || avail < SPLICE_MIN)
+        return 0;
+    uint32_t n = (uint32_t)avail;
+    if (n > s->credit)
+        n = (uint32_t)s->credit;
+    if (n > CE_MAX_CHUNK)
+        n = CE_MAX_CHUNK;
+    ce_encode_header(e->tx + e->tx_tail, s->id, CE_KIND_DATA, n);
+    e->tx_tail += CE_HEADER_SIZE;
+    e->counters.frames_out++;
+    s->credit -= n;
+    s->changed = 1;
+    e->sp.s = s;
+    e->sp.fd = s->fd;
+    e->sp.left = n;
+    return 1;
+}
+
 /* One chunk from an OUT stream's fd into tx, as a DATA frame (read straight into tx). */
 static int fill_out(struct ce_engine *e, struct stream *s)
 {
     int progress = 0;
+    if (tx_locked(e))
+        return 0;
+    if (start_splice(e, s))
+        return 1;
     if (!s->eof && s->ready && s->credit > 0 && tx_free(e) > CE_HEADER_SIZE) {
         size_t want = s->credit;
         if (want > CE_MAX_CHUNK)
@@ -566,7 +692,7 @@ static int round_once(struct ce_engine *e)
         /* Credit first: it is tiny and it is what lets the peer go on sending. */
         if (s->to_grant > 0 && tx_free(e) < CREDIT_FRAME_SIZE)
             tx_compact(e);
-        if (s->to_grant > 0 && tx_free(e) >= CREDIT_FRAME_SIZE) {
+        if (s->to_grant > 0 && tx_free(e) >= CREDIT_FRAME_SIZE && !tx_locked(e)) {
             uint32_t g = s->to_grant > UINT32_MAX ? UINT32_MAX : (uint32_t)s->to_grant;
             uint8_t payload[4];
             put_be32(payload, g);
@@ -579,7 +705,7 @@ static int round_once(struct ce_engine *e)
     /* Fill tx before writing it: one channel write then carries several chunks. Passes go
      * round robin over the sources, one chunk each, so a busy stream cannot starve others. */
     int n = e->nstreams, more = 1;
-    while (more && !e->closed) {
+    while (more && !e->closed && !tx_locked(e)) {
         more = 0;
         /* Move unsent bytes to the front only while there are few: a big remainder means the
          * channel is the bottleneck and copying it around would only cost. */
@@ -718,6 +844,8 @@ struct ce_engine *ce_new(int channel_fd, uint32_t window, char *err, size_t errl
         goto fail;
     }
     e->ch_readable = e->ch_writable = 1; /* find out by trying */
+    e->splice_mode = CE_SPLICE_ON;
+    e->sp.fd = -1;
     return e;
 fail:
     e->ch = -1; /* the caller keeps the channel fd when we fail */
@@ -740,6 +868,13 @@ int ce_start(struct ce_engine *e)
     }
     pthread_mutex_unlock(&e->lock);
     return rc;
+}
+
+void ce_set_splice(struct ce_engine *e, int mode)
+{
+    pthread_mutex_lock(&e->lock);
+    e->splice_mode = mode;
+    pthread_mutex_unlock(&e->lock);
 }
 
 int ce_notify_fd(struct ce_engine *e)
@@ -837,6 +972,11 @@ int ce_remove(struct ce_engine *e, uint32_t stream, int direction)
     for (int i = 0; i < e->nstreams; i++) {
         struct stream *s = e->streams[i];
         if (s->id == stream && s->dir == direction) {
+            if (e->sp.s == s) { /* its payload is mid-splice: keep the fd until it is out */
+                epoll_ctl(e->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+                e->sp.s = NULL;
+                s->fd = -1;
+            }
             release_fd(e, s);
             free_chunks(s);
             free(s);
@@ -941,6 +1081,8 @@ void ce_free(struct ce_engine *e)
         free(e->streams[i]);
     }
     free(e->streams);
+    if (e->sp.fd >= 0 && e->sp.s == NULL)
+        close(e->sp.fd);
     if (e->ch >= 0)
         close(e->ch);
     if (e->epfd >= 0)

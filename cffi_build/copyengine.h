@@ -8,7 +8,9 @@
  * Threading: one engine = one channel fd + N streams, run by an epoll loop in its own thread.
  * Every ce_* call below may be made from any other thread; they take the engine's lock, which
  * the loop holds while it works and drops while it sleeps in epoll_wait. Python watches
- * ce_notify_fd() (an eventfd) and calls ce_poll() to learn what changed.
+ * ce_notify_fd() (an eventfd) and calls ce_poll() to learn what changed. The loop thread blocks
+ * every signal; writes to a vanished reader give EPIPE as long as SIGPIPE is ignored (Python
+ * ignores it; a C host must too).
  *
  * Fds: the engine owns the channel fd (closed by ce_free). For a stream it works on its own dup
  * of the fd, closed once the stream is finished or removed, so Python may close its fd at any
@@ -73,6 +75,12 @@ struct ce_engine;
 struct ce_engine *ce_new(int channel_fd, uint32_t window, char *err, size_t errlen);
 /* Start the loop thread. 0, or an errno. */
 int ce_start(struct ce_engine *e);
+/* OUT pipe sources: splice payloads into the channel (CE_SPLICE_ON, the default), copy them
+ * (CE_SPLICE_OFF), or act as if the channel refused splice (CE_SPLICE_TEST_FALLBACK, tests). */
+#define CE_SPLICE_OFF 0
+#define CE_SPLICE_ON 1
+#define CE_SPLICE_TEST_FALLBACK 2
+void ce_set_splice(struct ce_engine *e, int mode);
 /* Readable whenever ce_poll has something new. */
 int ce_notify_fd(struct ce_engine *e);
 /* Register a stream. fd must be non-blocking unless it is a regular file. 0, or an errno
@@ -103,6 +111,7 @@ struct ce_counters {
     uint64_t channel_reads;   /* read() calls on the channel that returned data */
     uint64_t channel_writes;  /* write() calls on the channel that wrote data */
     uint64_t dropped_bytes;   /* DATA for streams not registered (IN) */
+    uint64_t spliced_bytes;   /* DATA payload spliced from a pipe into the channel */
 };
 void ce_get_counters(struct ce_engine *e, struct ce_counters *out);
 /* Stop the thread (if started), close the channel fd, free everything. */

@@ -29,6 +29,7 @@ except ImportError:  # not built (a source tree without `pip install`): use the 
 OUT = 1  # process fd -> channel
 IN = 2  # channel -> process fd
 POLL_BATCH = 64
+SPLICE_OFF, SPLICE_ON, SPLICE_TEST_FALLBACK = 0, 1, 2
 
 
 def available() -> bool:
@@ -73,6 +74,11 @@ class CopyEngine:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.closed_event = asyncio.Event()
         self.close_reason: str | None = None
+
+    def set_splice(self, mode: int) -> None:
+        """SPLICE_ON (default), SPLICE_OFF, or SPLICE_TEST_FALLBACK (act as if the channel
+        refused splice once: tests)."""
+        lib.ce_set_splice(self._handle(), mode)
 
     def start(self) -> None:
         """Start the C thread."""
@@ -149,10 +155,12 @@ class CopyEngine:
         return ffi.string(buf).decode(errors="replace")
 
     def counters(self) -> dict[str, int]:
-        """frames_in, frames_out, channel_reads, channel_writes, dropped_bytes."""
+        """frames_in, frames_out, channel_reads, channel_writes, dropped_bytes,
+        spliced_bytes."""
         c = ffi.new("struct ce_counters *")
         lib.ce_get_counters(self._handle(), c)
-        names = ("frames_in", "frames_out", "channel_reads", "channel_writes", "dropped_bytes")
+        names = ("frames_in", "frames_out", "channel_reads", "channel_writes", "dropped_bytes",
+                 "spliced_bytes")
         return {name: int(getattr(c, name)) for name in names}
 
     # -- asyncio ---------------------------------------------------------------------------
