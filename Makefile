@@ -22,11 +22,11 @@ GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
 # Source trees linted and type-checked (only those that contain Python files are passed on).
-LINT_DIRS   := shim guest-agent packaging/guestimage bench tests/cri
+LINT_DIRS   := shim guest-agent packaging/guestimage bench tests/cri cffi_build
 # Our own scripts without a .py suffix, linted explicitly.
 LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
-SRC_INPUTS  := pyproject.toml shim guest-agent cffi_build proto README.md
+SRC_INPUTS  := pyproject.toml setup.py shim guest-agent cffi_build proto README.md
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
 
 .PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \
@@ -45,8 +45,8 @@ venv: deps
 	  rm -rf $(VENV); \
 	  $(HOST_PYTHON) -m venv $(VENV); \
 	fi
-	@$(PY) -c 'import setuptools, wheel, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 68)' \
-	  2>/dev/null || $(PY) -m pip install -q 'setuptools>=68' wheel
+	@$(PY) -c 'import setuptools, wheel, cffi, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 68)' \
+	  2>/dev/null || $(PY) -m pip install -q 'setuptools>=68' wheel 'cffi>=1.17'
 
 # (Re)install the project (non-editable, with test extras) only when its sources changed.
 package: venv
@@ -125,5 +125,6 @@ clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis out
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -type d -print0 \
 	  | xargs -0 -r rm -rf
-	find . -path ./.git -prune -o \( -name '*.pyc' -o -name '*.cpython-*.so' \) -type f -print0 \
+	find . -path ./.git -prune -o \( -name '*.pyc' -o -name '*.cpython-*.so' -o -name '*.abi3.so' \) \
+	  -type f -print0 \
 	  | xargs -0 -r rm -f
