@@ -20,7 +20,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -165,30 +165,29 @@ def unique_name(prefix: str) -> str:
 
 
 @contextlib.contextmanager
-def interrupts_raise() -> Iterator[None]:
+def signal_handlers(signals: tuple[signal.Signals, ...],
+                    handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
+    """handler for these signals during the block; the previous handlers afterwards."""
+    saved = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, previous in saved.items():
+            signal.signal(s, previous)
+
+
+def interrupts_raise() -> contextlib.AbstractContextManager[None]:
     """SIGTERM (and SIGHUP) raise KeyboardInterrupt like Ctrl-C does, so `finally` blocks run."""
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
-    saved = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+    return signal_handlers((signal.SIGTERM, signal.SIGHUP), interrupt)
 
 
-@contextlib.contextmanager
-def uninterrupted(what: str) -> Iterator[None]:
+def uninterrupted(what: str) -> contextlib.AbstractContextManager[None]:
     """Cleanup that Ctrl-C or SIGTERM must not cut short: they only print that it is under way."""
     def notice(signum: int, frame: FrameType | None) -> None:
         print(f"  ({signal.Signals(signum).name} ignored: {what} under way)", flush=True)
-    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    saved = {s: signal.signal(s, notice) for s in signals}
-    try:
-        yield
-    finally:
-        for s, handler in saved.items():
-            signal.signal(s, handler)
+    return signal_handlers((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), notice)
 
 
 @contextlib.contextmanager

@@ -135,7 +135,7 @@ class TaskService:
         if self.config_error and not own_config:
             raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
         if sb.agent is None:
-            self._size_vm(req.id, spec)
+            self._take_sandbox_settings(req.id, spec)
         io = await self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
         init = Process(req.id, "", req.stdin, req.stdout, req.stderr, req.terminal, io)
         init.timings["create"] = t_create
@@ -166,8 +166,9 @@ class TaskService:
         except StdioError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
 
-    def _size_vm(self, task_id: str, spec: dict[str, Any]) -> None:
-        """The VM's size and hostname from the pod sandbox's spec (a pod's first container)."""
+    def _take_sandbox_settings(self, task_id: str, spec: dict[str, Any]) -> None:
+        """What the VM takes from its first container's spec: for a pod sandbox its size,
+        host cgroup and VM-wide sysctls; for any, the hostname and network namespace."""
         sb = self.sandbox
         try:
             annotations = annotations_of(spec)
