@@ -22,11 +22,11 @@ GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
 # Source trees linted and type-checked (only those that contain Python files are passed on).
-LINT_DIRS   := shim guest-agent packaging/guestimage bench tests/cri cffi_build
+LINT_DIRS   := shim guest-agent wire packaging/guestimage bench tests/cri cffi_build
 # Our own scripts without a .py suffix, linted explicitly.
 LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
-SRC_INPUTS  := pyproject.toml setup.py shim guest-agent cffi_build proto README.md
+SRC_INPUTS  := pyproject.toml setup.py shim guest-agent wire cffi_build proto README.md
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
 
 .PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \

@@ -1,4 +1,4 @@
-"""Only what pyproject.toml cannot say: the cffi extension (bulkhead._copyengine)."""
+"""Only what pyproject.toml cannot say: the cffi extension (bulkhead_wire._copyengine)."""
 
 from setuptools import setup
 

@@ -24,9 +24,9 @@ import time
 from collections.abc import Callable
 from functools import partial
 
-from bulkhead.stdio import cengine
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+from bulkhead_wire.stdio import cengine
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
 
 BLOCK = 1 << 20
 SOCKBUF = 0  # SO_SNDBUF/SO_RCVBUF of every socket, bytes (0: the system default)
@@ -221,7 +221,7 @@ def main() -> int:
     elapsed = best(lambda: direct(total), args.repeat)
     print(f"one {args.ends} hop, no channel (scale): {total / elapsed / 1e9:6.2f} GB/s")
     if not cengine.available():
-        print("C engine: not built (bulkhead._copyengine missing)")
+        print("C engine: not built (bulkhead_wire._copyengine missing)")
     else:
         for splice in ((True, False) if args.ends == "pipe" else (True,)):
             runs = [bench_c(total, args.streams, splice) for _ in range(args.repeat)]

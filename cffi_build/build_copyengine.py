@@ -1,9 +1,9 @@
-"""cffi (API mode) builder of bulkhead._copyengine, the C copy engine of the data channel.
+"""cffi (API mode) builder of bulkhead_wire._copyengine, the C copy engine of the data channel.
 
 `pip install .` builds it through setuptools' `cffi_modules` (see pyproject.toml / setup.py).
 Run directly, it builds the module into a directory of your choice, for tests and benchmarks:
 
-    python cffi_build/build_copyengine.py --outdir /tmp/ce            # -> /tmp/ce/bulkhead/
+    python cffi_build/build_copyengine.py --outdir /tmp/ce            # -> /tmp/ce/bulkhead_wire/
     python cffi_build/build_copyengine.py --outdir /tmp/ce-asan --sanitize
 
 --sanitize (or BULKHEAD_CE_SANITIZE=1) compiles with -fsanitize=address,undefined; such a module
@@ -19,10 +19,10 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-MODULE = "bulkhead._copyengine"
+MODULE = "bulkhead_wire._copyengine"
 
 # Mirrors copyengine.h (cffi's cdef cannot read a real header); tests check the constants
-# against shim/bulkhead/stdio/channel.py.
+# against wire/bulkhead_wire/stdio/channel.py.
 CDEF = """
 #define CE_HEADER_SIZE 9
 #define CE_KIND_DATA 1
@@ -109,7 +109,7 @@ ffibuilder = make_builder(sanitize=os.environ.get("BULKHEAD_CE_SANITIZE") == "1"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outdir", type=Path, required=True,
-                        help="where to put bulkhead/_copyengine*.so (and the generated C)")
+                        help="where to put bulkhead_wire/_copyengine*.so (and the generated C)")
     parser.add_argument("--sanitize", action="store_true",
                         help="build with AddressSanitizer and UBSan")
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""Regenerate shim/bulkhead/proto/*_pb2.py from proto/*.proto with grpcio-tools' protoc.
+"""Regenerate wire/bulkhead_wire/proto/*_pb2.py from proto/*.proto with grpcio-tools' protoc.
 
 Generated modules are committed so that neither the shim nor the guest needs protoc.
-Imports between our own files are rewritten to package-absolute ones (bulkhead.proto.x_pb2).
+Imports between our own files are rewritten to package-absolute ones (bulkhead_wire.proto.x_pb2).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE.parent / "shim" / "bulkhead" / "proto"
+OUT = HERE.parent / "wire" / "bulkhead_wire" / "proto"
 
 
 def main() -> int:
@@ -34,7 +34,7 @@ def main() -> int:
     for gen in list(OUT.glob("*_pb2.py")) + list(OUT.glob("*_pb2.pyi")):
         text = gen.read_text()
         for name in ours:
-            text = re.sub(rf"^import {name}_pb2\b", f"from bulkhead.proto import {name}_pb2",
+            text = re.sub(rf"^import {name}_pb2\b", f"from bulkhead_wire.proto import {name}_pb2",
                           text, flags=re.M)
         gen.write_text(text)
     return 0

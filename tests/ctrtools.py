@@ -126,7 +126,7 @@ class EventLog:
 def update_resources(ctd: PrivateContainerd, cid: str, resources: dict[str, object]) -> None:
     """containerd.services.tasks.v1.Tasks/Update over gRPC (ctr has no `update` verb)."""
     import grpc
-    from bulkhead.proto import task_pb2
+    from bulkhead_wire.proto import task_pb2
     from google.protobuf import any_pb2, empty_pb2
 
     # The service's UpdateTaskRequest has the shim's field numbers: 1 id, 2 resources.

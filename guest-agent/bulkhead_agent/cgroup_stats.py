@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from bulkhead.proto import cgroups_v2_pb2
+from bulkhead_wire.proto import cgroups_v2_pb2
 
 from bulkhead_agent.cgroup import ROOT, read_flat_keyed
 

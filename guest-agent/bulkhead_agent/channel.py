@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bulkhead.stdio.channel import MAGIC
+from bulkhead_wire.stdio.channel import MAGIC
 
 from bulkhead_agent import log as agentlog
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import socket
 
-from bulkhead.stdio.pump import wait_fd
+from bulkhead_wire.stdio.pump import wait_fd
 
 from bulkhead_agent.errors import FailedPrecondition
 

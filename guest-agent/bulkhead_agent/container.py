@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
-from bulkhead.wire_checks import check_id, parse_process_spec, to_json
+from bulkhead_wire.checks import check_id, parse_process_spec, to_json
 
 from bulkhead_agent import cgroup
 from bulkhead_agent.crun import Crun
@@ -33,7 +33,7 @@ from bulkhead_agent.procio import ProcessIO, Streams
 from bulkhead_agent.reaper import Reaper
 
 if TYPE_CHECKING:
-    from bulkhead.stdio.channel import DataChannel
+    from bulkhead_wire.stdio.channel import DataChannel
 
     from bulkhead_agent.console import ConsoleSocket
 

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 
-from bulkhead.proto import cgroups_v2_pb2
+from bulkhead_wire.proto import cgroups_v2_pb2
 
 from bulkhead_agent import cgroup_stats
 from bulkhead_agent.container import Container, Status, Supervisor

@@ -5,7 +5,7 @@ Kept free of ttrpc imports so the container logic can be tested and reused on it
 
 from __future__ import annotations
 
-# gRPC status numbers (the same values as bulkhead.ttrpc.Code).
+# gRPC status numbers (the same values as bulkhead_wire.ttrpc.Code).
 UNKNOWN = 2
 INVALID_ARGUMENT = 3
 NOT_FOUND = 5

@@ -9,8 +9,8 @@ import signal
 import sys
 import time
 
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.ttrpc import Server
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.ttrpc import Server
 
 from bulkhead_agent import __version__, cgroup, channel, system
 from bulkhead_agent import log as agentlog

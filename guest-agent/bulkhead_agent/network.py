@@ -3,7 +3,7 @@
 The host joins each pod interface (CNI's veth) to a tap with tc (bulkhead.network.tap), so the
 guest's NIC is on the veth's wire; with the veth's name, MAC, MTU, addresses and routes the
 guest is the pod to the rest of the network. pyroute2 loads only when configure() opens its
-netlink socket (bulkhead.network.netns.rtnl): the agent's boot under TCG is slow, and only
+netlink socket (bulkhead_wire.netlink.netns.rtnl): the agent's boot under TCG is slow, and only
 pods with a network need it.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Sequence
 
-from bulkhead.network.model import Interface, NetworkError, Route
-from bulkhead.network.netns import Rtnl, is_ethernet, link_index, netlink_errors, rtnl
+from bulkhead_wire.netlink.model import Interface, NetworkError, Route
+from bulkhead_wire.netlink.netns import Rtnl, is_ethernet, link_index, netlink_errors, rtnl
 
 IFA_F_NODAD = 0x02
 

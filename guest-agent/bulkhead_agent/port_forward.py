@@ -11,8 +11,8 @@ import asyncio
 import logging
 import socket
 
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.relay import relay_socket
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.relay import relay_socket
 
 from bulkhead_agent.errors import AgentError, InvalidArgument
 

@@ -18,8 +18,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import Progress, pump_fd_to_stream, pump_stream_to_fd
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.pump import Progress, pump_fd_to_stream, pump_stream_to_fd
 
 from bulkhead_agent.errors import FailedPrecondition
 

@@ -9,8 +9,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from bulkhead.proto import agent_pb2
-from bulkhead.ttrpc import Code, TtrpcError
+from bulkhead_wire.proto import agent_pb2
+from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
@@ -75,7 +75,7 @@ class AgentService:
         return ContainerControl(self.supervisor)
 
     def methods(self) -> dict[str, tuple[type[Message], Callable[[Any], Awaitable[Message]]]]:
-        """The method table for bulkhead.ttrpc.Server.register(SERVICE, ...)."""
+        """The method table for bulkhead_wire.ttrpc.Server.register(SERVICE, ...)."""
         return {
             "Check": (agent_pb2.CheckRequest, self.check),
             "CreateContainer": (agent_pb2.CreateContainerRequest, self.create_container),
@@ -247,7 +247,7 @@ class AgentService:
     async def configure_network(self, req: agent_pb2.ConfigureNetworkRequest
                                 ) -> empty_pb2.Empty:
         """The pod's interfaces on the guest's NIC (MAC, MTU, addresses, routes)."""
-        from bulkhead.network.model import Interface, NetworkError
+        from bulkhead_wire.netlink.model import Interface, NetworkError
         from google.protobuf import json_format
 
         from bulkhead_agent import network

@@ -31,7 +31,7 @@ def copy_agent_sources(dest: Path) -> None:
             src,
             dest / name,
             symlinks=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so"),
         )
 
 

@@ -14,7 +14,7 @@ GUEST = PACKAGING / "guest"
 REPO = PACKAGING.parent
 # Our packages, copied into the image as they are in the tree.
 AGENT_SOURCES = {
-    "bulkhead": REPO / "shim" / "bulkhead",
+    "bulkhead_wire": REPO / "wire" / "bulkhead_wire",
     "bulkhead_agent": REPO / "guest-agent" / "bulkhead_agent",
 }
 FORMAT = 1  # bump when the layout of OUT or of the cache layers changes

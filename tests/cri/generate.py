@@ -2,7 +2,7 @@
 """Regenerate tests/cri/runtime_v1_pb2.py{,i} from runtime_v1.proto with grpcio-tools' protoc.
 
 The CRI subset is test-only, so its generated code lives here rather than in the shim's
-bulkhead.proto package; like the shim's, it is committed so the tests need no protoc.
+bulkhead_wire.proto package; like the shim's, it is committed so the tests need no protoc.
 Run: /opt/bulkhead/venv/bin/python tests/cri/generate.py
 """
 

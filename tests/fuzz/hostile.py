@@ -11,8 +11,8 @@ import json
 import socket
 from dataclasses import dataclass
 
-from bulkhead.proto import agent_pb2, mount_pb2, task_pb2, ttrpc_pb2
-from bulkhead.ttrpc import Code, frame
+from bulkhead_wire.proto import agent_pb2, mount_pb2, task_pb2, ttrpc_pb2
+from bulkhead_wire.ttrpc import Code, frame
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 from hypothesis import strategies as st

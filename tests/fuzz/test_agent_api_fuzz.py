@@ -14,10 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from bulkhead.proto import agent_pb2
-from bulkhead.ttrpc import Code
 from bulkhead.vmm.base import VMConfig, pid_gone
 from bulkhead.vmm.qemu import QemuVM
+from bulkhead_wire.proto import agent_pb2
+from bulkhead_wire.ttrpc import Code
 from hostile import Call, RawTtrpc, acceptable, agent_calls
 from hypothesis import HealthCheck, given, settings
 

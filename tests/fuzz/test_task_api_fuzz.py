@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.proto import task_pb2
-from bulkhead.ttrpc import Code
+from bulkhead_wire.proto import task_pb2
+from bulkhead_wire.ttrpc import Code
 from ctrtools import detached, exec_, task_row
 from google.protobuf import any_pb2
 from hostile import Call, RawTtrpc, acceptable, task_calls

@@ -149,8 +149,8 @@ def test_probe_cmdline_powers_off_with_console_captured(vmdir: Path) -> None:
 
 @needs_image
 def test_boot_agent_check_and_stop(vmdir: Path) -> None:
-    from bulkhead.proto import agent_pb2
-    from bulkhead.ttrpc import Client
+    from bulkhead_wire.proto import agent_pb2
+    from bulkhead_wire.ttrpc import Client
 
     async def main() -> None:
         vm = QemuVM(config(vmdir))

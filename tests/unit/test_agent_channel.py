@@ -8,7 +8,6 @@ import os
 import tty
 from pathlib import Path
 
-from bulkhead.stdio.channel import MAGIC
 from bulkhead_agent.channel import (
     Link,
     SerialPort,
@@ -17,6 +16,7 @@ from bulkhead_agent.channel import (
     find_port,
     host_connected,
 )
+from bulkhead_wire.stdio.channel import MAGIC
 
 
 def make_sysfs(tmp_path: Path, ports: dict[str, str]) -> Path:

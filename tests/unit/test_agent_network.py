@@ -10,8 +10,8 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from bulkhead.network.model import Address, Interface, NetworkError, Route
 from bulkhead_agent.network import configure
+from bulkhead_wire.netlink.model import Address, Interface, NetworkError, Route
 from netns_tools import Namespaces, ip, ip_json, leftover_namespaces, path, reap_stale
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

@@ -7,8 +7,8 @@ import os
 import socket
 
 import pytest
-from bulkhead.stdio.channel import DataChannel
 from bulkhead_agent.procio import ProcessIO, Streams
+from bulkhead_wire.stdio.channel import DataChannel
 
 
 def is_open(fd: int) -> bool:

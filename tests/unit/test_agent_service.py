@@ -17,9 +17,9 @@ from pathlib import Path
 import bulkhead
 import bulkhead_agent
 import pytest
-from bulkhead.proto import agent_pb2
-from bulkhead.stdio.channel import MAGIC, DataChannel
-from bulkhead.ttrpc import Client, Code, TtrpcError
+from bulkhead_wire.proto import agent_pb2
+from bulkhead_wire.stdio.channel import MAGIC, DataChannel
+from bulkhead_wire.ttrpc import Client, Code, TtrpcError
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 

@@ -1,8 +1,8 @@
-"""The C copy engine (bulkhead._copyengine): framing, every byte and EOF through two engines,
+"""The C copy engine (bulkhead_wire._copyengine): framing, every byte and EOF through two engines,
 credit backpressure with bounded memory, interop with the Python DataChannel, and malformed
 input that must close the channel with a clear reason (never crash, overread or hang).
 
-BULKHEAD_CE_MODULE_DIR=DIR runs these tests against DIR/bulkhead/_copyengine*.so instead of the
+BULKHEAD_CE_MODULE_DIR=DIR runs these tests against DIR/bulkhead_wire/_copyengine*.so instead of the
 installed module (test_sanitized_build does that with an ASan/UBSan build).
 """
 
@@ -29,14 +29,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 _OVERRIDE = os.environ.get("BULKHEAD_CE_MODULE_DIR")
-if _OVERRIDE:  # must happen before bulkhead._copyengine is first imported
-    import bulkhead
+if _OVERRIDE:  # must happen before bulkhead_wire._copyengine is first imported
+    import bulkhead_wire
 
-    bulkhead.__path__.insert(0, os.path.join(_OVERRIDE, "bulkhead"))
+    bulkhead_wire.__path__.insert(0, os.path.join(_OVERRIDE, "bulkhead_wire"))
 
-from bulkhead.stdio import cengine  # noqa: E402
-from bulkhead.stdio.cengine import IN, OUT, CopyEngine, StreamStatus  # noqa: E402
-from bulkhead.stdio.channel import (  # noqa: E402
+from bulkhead_wire.stdio import cengine  # noqa: E402
+from bulkhead_wire.stdio.cengine import IN, OUT, CopyEngine, StreamStatus  # noqa: E402
+from bulkhead_wire.stdio.channel import (  # noqa: E402
     CREDIT,
     HEADER,
     KIND_CREDIT,
@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parents[2]
 F_SETPIPE_SZ = 1031
 
 pytestmark = pytest.mark.skipif(not cengine.available(),
-                                reason="bulkhead._copyengine is not built")
+                                reason="bulkhead_wire._copyengine is not built")
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -792,7 +792,7 @@ def test_sanitized_build(sanitized_module: Path) -> None:
 def test_loaded_module_is_the_requested_one() -> None:
     """Under BULKHEAD_CE_MODULE_DIR the override is what runs (the sanitized test relies on
     it); the module's path is also a useful line in a failure report."""
-    import bulkhead._copyengine as mod
+    import bulkhead_wire._copyengine as mod
 
     path = str(mod.__file__)
     if _OVERRIDE:

@@ -1,4 +1,5 @@
-"""No import cycles among our modules (also late imports inside functions count)."""
+"""No import cycles among our modules (also late imports inside functions count), and the guest's
+packages never import the host's: the guest image ships only bulkhead_wire and bulkhead_agent."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = (("shim", "bulkhead"), ("guest-agent", "bulkhead_agent"), ("packaging", "guestimage"))
+PACKAGES = (("shim", "bulkhead"), ("guest-agent", "bulkhead_agent"), ("wire", "bulkhead_wire"),
+            ("packaging", "guestimage"))
 
 
 def modules() -> dict[str, Path]:
@@ -77,6 +79,16 @@ def test_no_import_cycles() -> None:
     graph = {name: imports(name, path, known) for name, path in known.items()}
     assert "bulkhead.vmm.accel" in graph["bulkhead.vmm.qemu"]  # the walk sees our imports
     assert cycles(graph) == []
+
+
+def test_guest_packages_stand_alone() -> None:
+    known = modules()
+    guest = [n for n in known if n.split(".")[0] in ("bulkhead_agent", "bulkhead_wire")]
+    leaks = {n: sorted(t for t in imports(n, known[n], known) if t.split(".")[0] == "bulkhead")
+             for n in guest}
+    assert {n: t for n, t in leaks.items() if t} == {}
+    assert "bulkhead_wire.stdio.channel" in imports("bulkhead_agent.procio",
+                                                    known["bulkhead_agent.procio"], known)
 
 
 def test_a_cycle_is_found() -> None:

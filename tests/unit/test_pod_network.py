@@ -16,8 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from bulkhead.network.model import Address, Interface, NetworkError, Route
-from bulkhead.network.netns import NetnsNotFound, call_in_netns
 from bulkhead.network.pod_netns import read_pod_interfaces
 from bulkhead.network.tap import (
     InterfaceNotFound,
@@ -28,6 +26,8 @@ from bulkhead.network.tap import (
     tap_name,
 )
 from bulkhead_agent.network import configure
+from bulkhead_wire.netlink.model import Address, Interface, NetworkError, Route
+from bulkhead_wire.netlink.netns import NetnsNotFound, call_in_netns
 from frames import (
     ArpReply,
     EchoReply,
@@ -322,7 +322,7 @@ def test_pyroute2_loads_where_ssl_is_blocked() -> None:
     """Shim daemon and agent block ssl; the rtnetlink part of pyroute2 still loads (not the
     whole library), works, and the block stays."""
     code = ("import sys, asyncio; sys.modules['ssl'] = None\n"
-            "from bulkhead.network.netns import load_pyroute2, rtnl\n"
+            "from bulkhead_wire.netlink.netns import load_pyroute2, rtnl\n"
             "load_pyroute2()\n"
             "assert sys.modules['ssl'] is None, sys.modules['ssl']\n"
             "assert 'pyroute2.ndb.main' not in sys.modules\n"

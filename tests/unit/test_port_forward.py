@@ -8,8 +8,8 @@ import socket
 
 import pytest
 from bulkhead.sandbox.port_forward import original_port
-from bulkhead.stdio.relay import relay_socket
 from bulkhead_agent.port_forward import PortForwards, PortUnreachable
+from bulkhead_wire.stdio.relay import relay_socket
 from test_stdio_channel import linked
 
 

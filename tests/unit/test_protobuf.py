@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from bulkhead.proto import (
+from bulkhead.shim.events import EventPublisher
+from bulkhead.shim.task import GO_ZERO_SECONDS
+from bulkhead_wire.proto import (
     agent_pb2,
     events_pb2,
     events_service_pb2,
@@ -10,8 +12,6 @@ from bulkhead.proto import (
     task_pb2,
     ttrpc_pb2,
 )
-from bulkhead.shim.events import EventPublisher
-from bulkhead.shim.task import GO_ZERO_SECONDS
 from google.protobuf import any_pb2
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from bulkhead.sandbox.mounts import mounts_under, remove_mounted_tree
 from bulkhead.sandbox.volumes import VolumeError, share
-from bulkhead.wire_checks import check_id, parse_process_spec
+from bulkhead_wire.checks import check_id, parse_process_spec
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="bind mounts need root")
 

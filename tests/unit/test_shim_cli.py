@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from bulkhead.proto import task_pb2
 from bulkhead.shim.flags import UsageError, parse
 from bulkhead.shim.grouping import BundleError, read_annotations, sandbox_key, socket_path
+from bulkhead_wire.proto import task_pb2
 
 
 def test_parse_start_argv_of_containerd() -> None:
@@ -110,8 +110,8 @@ def test_version_flag(tmp_path: Path) -> None:
 
 
 def test_hand_written_delete_response_matches_protobuf() -> None:
-    from bulkhead.proto import task_pb2
     from bulkhead.shim.delete import encode_delete_response
+    from bulkhead_wire.proto import task_pb2
 
     for ns in (1_796_072_792_804_894_776, 1_796_072_792_000_000_000, 0):
         want = task_pb2.DeleteResponse(exit_status=137)

@@ -8,8 +8,8 @@ import os
 import socket
 
 import pytest
-from bulkhead.stdio.channel import ChannelClosed, DataChannel
-from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+from bulkhead_wire.stdio.channel import ChannelClosed, DataChannel
+from bulkhead_wire.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
 
 
 async def linked(window: int) -> tuple[DataChannel, DataChannel]:

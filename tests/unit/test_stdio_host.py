@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
-from bulkhead.stdio.channel import DataChannel
 from bulkhead.stdio.host import ProcessIO, StdioError
 from bulkhead.stdio.stdin_fifo import StdinFifo, hung_up
+from bulkhead_wire.stdio.channel import DataChannel
 
 
 async def channel_pair() -> tuple[DataChannel, DataChannel]:

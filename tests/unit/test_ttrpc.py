@@ -7,8 +7,8 @@ import socket
 import struct
 
 import pytest
-from bulkhead.proto import task_pb2, ttrpc_pb2
-from bulkhead.ttrpc import Client, Code, Server, TtrpcError, frame
+from bulkhead_wire.proto import task_pb2, ttrpc_pb2
+from bulkhead_wire.ttrpc import Client, Code, Server, TtrpcError, frame
 from google.protobuf import empty_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

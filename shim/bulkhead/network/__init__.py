@@ -1,4 +1,4 @@
-"""Pod networking: CNI's interfaces read on the host, mirrored onto taps, rebuilt in the guest.
+"""Pod networking on the host: CNI's interfaces read in the pod netns, mirrored onto taps.
 
-`model` (the shared dataclasses) imports nothing heavy; `pod_netns` and `tap` (host) load pyroute2.
+The interface model and the rtnetlink helpers shared with the guest are in bulkhead_wire.netlink.
 """

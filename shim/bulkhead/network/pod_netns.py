@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import socket
 
-from bulkhead.network.model import RT_SCOPE_LINK, Address, Interface, NetworkError, Route
-from bulkhead.network.netns import Msg, is_ethernet, netlink_errors, rtnl
+from bulkhead_wire.netlink.model import RT_SCOPE_LINK, Address, Interface, NetworkError, Route
+from bulkhead_wire.netlink.netns import Msg, is_ethernet, netlink_errors, rtnl
 
 IFF_UP = 0x1
 IFA_F_PERMANENT = 0x80

@@ -16,8 +16,8 @@ import struct
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from bulkhead.network.model import IFNAMSIZ, Interface, NetworkError
-from bulkhead.network.netns import (
+from bulkhead_wire.netlink.model import IFNAMSIZ, Interface, NetworkError
+from bulkhead_wire.netlink.netns import (
     NetnsNotFound,
     Rtnl,
     call_in_netns,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 
+from bulkhead_wire.netlink.model import Interface
+from bulkhead_wire.proto import agent_pb2
+from bulkhead_wire.ttrpc import Client
 from google.protobuf import empty_pb2
-
-from bulkhead.network.model import Interface
-from bulkhead.proto import agent_pb2
-from bulkhead.ttrpc import Client
 
 SERVICE = "bulkhead.agent.v1.Agent"
 

@@ -11,7 +11,8 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from bulkhead.proto import mount_pb2
+from bulkhead_wire.proto import mount_pb2
+
 from bulkhead.sandbox import volumes
 from bulkhead.sandbox.guest_spec import for_guest, host_root_path
 from bulkhead.sandbox.rootfs import mount_rootfs

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from bulkhead.network.model import Interface, NetworkError
+from bulkhead_wire.netlink.model import Interface, NetworkError
+
 from bulkhead.network.pod_netns import read_pod_interfaces
 from bulkhead.network.tap import TapHandle, create_tap_redirect
 

@@ -16,11 +16,12 @@ import socket
 import struct
 from typing import Protocol
 
-from bulkhead.network.netns import call_in_netns
+from bulkhead_wire.netlink.netns import call_in_netns
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.relay import relay_socket
+from bulkhead_wire.ttrpc import TtrpcError
+
 from bulkhead.sandbox.agent_client import AgentClient
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.relay import relay_socket
-from bulkhead.ttrpc import TtrpcError
 
 log = logging.getLogger(__name__)
 

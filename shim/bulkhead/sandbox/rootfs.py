@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 
-from bulkhead.proto import mount_pb2
+from bulkhead_wire.proto import mount_pb2
+
 from bulkhead.sandbox.mounts import MS_BIND, MS_RDONLY, MS_REC, MS_REMOUNT, mount, umount
 
 # mount(8)-style flag options that are not filesystem data.

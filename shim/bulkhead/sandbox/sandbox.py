@@ -9,8 +9,11 @@ import logging
 import os
 import time
 
+from bulkhead_wire.netlink.model import NetworkError
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.ttrpc import Client, TtrpcError
+
 from bulkhead.config import Config
-from bulkhead.network.model import NetworkError
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
@@ -19,8 +22,6 @@ from bulkhead.sandbox.pod_network import PodNetwork
 from bulkhead.sandbox.port_forward import PortForwarder
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.sandbox.vm_boot import start_vm, vm_config
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.ttrpc import Client, TtrpcError
 from bulkhead.vmm.base import VMError
 from bulkhead.vmm.process import describe_status
 from bulkhead.vmm.qemu import QemuVM

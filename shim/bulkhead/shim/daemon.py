@@ -14,13 +14,14 @@ import os
 import signal
 import socket
 
+from bulkhead_wire.ttrpc import Server
+
 from bulkhead import config as config_mod
 from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.flags import ShimArgs, parse
 from bulkhead.shim.grouping import socket_path
 from bulkhead.shim.task_service import SERVICES, TaskService
-from bulkhead.ttrpc import Server
 
 log = logging.getLogger("bulkhead")
 LISTEN_FD = 3

@@ -6,11 +6,10 @@ import asyncio
 import logging
 import time
 
+from bulkhead_wire.proto import events_service_pb2
+from bulkhead_wire.ttrpc import Client, TtrpcError
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
-
-from bulkhead.proto import events_service_pb2
-from bulkhead.ttrpc import Client, TtrpcError
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,12 @@ import logging
 import signal
 import time
 
-from bulkhead.proto import events_pb2
+from bulkhead_wire.proto import events_pb2
+from bulkhead_wire.ttrpc import TtrpcError
+
 from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.task import Container, Exit, Process
-from bulkhead.ttrpc import TtrpcError
 
 log = logging.getLogger(__name__)
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from bulkhead_wire.proto import events_pb2, task_pb2
+from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from bulkhead.proto import events_pb2, task_pb2
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.task import Container, Status
-from bulkhead.ttrpc import Code, TtrpcError
 
 RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 METRICS_TYPE = "io.containerd.cgroups.v2.Metrics"

@@ -6,10 +6,10 @@ import asyncio
 import enum
 from dataclasses import dataclass, field
 
+from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import timestamp_pb2
 
 from bulkhead.stdio.host import ProcessIO
-from bulkhead.ttrpc import Code, TtrpcError
 
 # Go's zero time.Time: what containerd expects for "not exited yet".
 GO_ZERO_SECONDS = -62135596800

@@ -13,16 +13,18 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from google.protobuf import any_pb2, empty_pb2
-from google.protobuf.message import Message
-
-from bulkhead import config as config_mod
-from bulkhead.proto import (
+from bulkhead_wire.checks import check_id, parse_process_spec
+from bulkhead_wire.proto import (
     events_pb2,
     runc_details_pb2,
     runtimeoptions_pb2,
     task_pb2,
 )
+from bulkhead_wire.ttrpc import Code, TtrpcError
+from google.protobuf import any_pb2, empty_pb2
+from google.protobuf.message import Message
+
+from bulkhead import config as config_mod
 from bulkhead.sandbox import guest_bundle, sizing
 from bulkhead.sandbox.guest_spec import (
     SpecError,
@@ -40,8 +42,6 @@ from bulkhead.shim.exits import ExitReporter
 from bulkhead.shim.grouping import CONTAINER_TYPE, annotations_of, sandbox_key
 from bulkhead.shim.task import Container, Exit, Process, Status
 from bulkhead.stdio.host import ProcessIO, StdioError
-from bulkhead.ttrpc import Code, TtrpcError
-from bulkhead.wire_checks import check_id, parse_process_spec
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,2 @@
-"""Process stdio between shim and agent: one multiplexed, credit-controlled data channel."""
+"""The host ends of process stdio: containerd's FIFOs, file:// logs and binary:// loggers
+(the channel itself is in bulkhead_wire.stdio)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
-from bulkhead.stdio.pump import read_fd, wait_fd
+from bulkhead_wire.stdio.pump import read_fd, wait_fd
 
 log = logging.getLogger(__name__)
 

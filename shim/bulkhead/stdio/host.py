@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.pump import Progress, pump_stream_to_fd
+
 from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import Progress, pump_stream_to_fd
 from bulkhead.stdio.stdin_fifo import StdinError, StdinFifo
 
 

@@ -15,7 +15,7 @@ import select
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from bulkhead.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
+from bulkhead_wire.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
 
 
 class StdinError(Exception):

@@ -10,10 +10,11 @@ import shutil
 import time
 from pathlib import Path
 
+from bulkhead_wire.ttrpc import Client, TtrpcError
+
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.template import store
 from bulkhead.template.key import TemplateError, TemplateKey
-from bulkhead.ttrpc import Client, TtrpcError
 from bulkhead.vmm.base import CONSOLE_LOG, VMConfig, VMError
 from bulkhead.vmm.qemu import QemuVM
 

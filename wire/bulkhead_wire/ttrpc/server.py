@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError, Message
 
-from bulkhead.proto import ttrpc_pb2
-from bulkhead.ttrpc import frame
-from bulkhead.ttrpc.errors import Code, TtrpcError
+from bulkhead_wire.proto import ttrpc_pb2
+from bulkhead_wire.ttrpc import frame
+from bulkhead_wire.ttrpc.errors import Code, TtrpcError
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import socket
 
-from bulkhead.stdio.channel import DataChannel
-from bulkhead.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
+from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.pump import pump_fd_to_stream, pump_stream_to_fd
 
 
 async def relay_socket(channel: DataChannel, sock: socket.socket, inbound: int,

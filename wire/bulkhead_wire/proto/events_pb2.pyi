@@ -1,7 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from bulkhead.proto import mount_pb2 as _mount_pb2
+from bulkhead_wire.proto import mount_pb2 as _mount_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message

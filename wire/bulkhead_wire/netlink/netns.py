@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager, contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
-from bulkhead.network.model import NetworkError
+from bulkhead_wire.netlink.model import NetworkError
 
 CLONE_NEWNET = 0x40000000
 SELF_NETNS = "/proc/thread-self/ns/net"

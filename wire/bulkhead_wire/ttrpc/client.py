@@ -8,9 +8,9 @@ from typing import TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from bulkhead.proto import ttrpc_pb2
-from bulkhead.ttrpc import frame
-from bulkhead.ttrpc.errors import Code, ConnectionClosed, TtrpcError
+from bulkhead_wire.proto import ttrpc_pb2
+from bulkhead_wire.ttrpc import frame
+from bulkhead_wire.ttrpc.errors import Code, ConnectionClosed, TtrpcError
 
 M = TypeVar("M", bound=Message)
 

@@ -1,4 +1,4 @@
-"""The C copy engine (bulkhead._copyengine, built by cffi_build/) behind a small Python API.
+"""The C copy engine (bulkhead_wire._copyengine, built by cffi_build/) behind a small Python API.
 
 One CopyEngine owns one data-channel fd and moves the bytes of many streams in a C thread:
 OUT streams read a process-side fd and send DATA frames within the peer's credit, IN streams
@@ -18,11 +18,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from bulkhead.stdio.channel import WINDOW
-from bulkhead.stdio.pump import Progress
+from bulkhead_wire.stdio.channel import WINDOW
+from bulkhead_wire.stdio.pump import Progress
 
 try:
-    from bulkhead._copyengine import ffi, lib
+    from bulkhead_wire._copyengine import ffi, lib
 except ImportError:  # not built (a source tree without `pip install`): use the Python pumps
     ffi = lib = None
 
@@ -64,7 +64,7 @@ class CopyEngine:
 
     def __init__(self, channel_fd: int, window: int = WINDOW) -> None:
         if lib is None:
-            raise EngineError("the C copy engine (bulkhead._copyengine) is not built")
+            raise EngineError("the C copy engine (bulkhead_wire._copyengine) is not built")
         err = ffi.new("char[]", lib.CE_ERRLEN)
         handle = lib.ce_new(channel_fd, window, err, lib.CE_ERRLEN)
         if handle == ffi.NULL:
@@ -222,7 +222,7 @@ def parse(buf: bytes) -> tuple[int, dict[str, int] | str | None]:
     (-1, message) for a malformed frame.
     """
     if lib is None:
-        raise EngineError("the C copy engine (bulkhead._copyengine) is not built")
+        raise EngineError("the C copy engine (bulkhead_wire._copyengine) is not built")
     frame = ffi.new("struct ce_frame *")
     err = ffi.new("char[]", lib.CE_ERRLEN)
     cbuf = ffi.from_buffer(buf)

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bulkhead.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
+from bulkhead_wire.stdio.channel import MAX_CHUNK, ChannelClosed, DataChannel
 
 
 async def wait_fd(fd: int, writable: bool) -> None:

@@ -1,0 +1,1 @@
+"""Process stdio between shim and agent: one multiplexed, credit-controlled data channel."""
