@@ -11,12 +11,13 @@ import tempfile
 from pathlib import Path
 
 from guestimage.bytecode import check_bytecode, compile_bytecode
+from guestimage.copyengine import check_copyengine, install_copyengine
 from guestimage.elf import check_shared_libs
 from guestimage.files import du, link_or_copy, rmtree
 from guestimage.initrd import build_initrd
 from guestimage.inputs import Inputs
 from guestimage.layers import ensure_layers, prune_layers
-from guestimage.layout import AGENT_SOURCES, GUEST_PYTHONPATH
+from guestimage.layout import AGENT_IGNORED_SUFFIXES, AGENT_SOURCES, GUEST_PYTHONPATH
 from guestimage.manifest import write_manifest
 from guestimage.rootfs import make_rootfs
 from guestimage.steps import BuildError, log, run
@@ -24,6 +25,7 @@ from guestimage.steps import BuildError, log, run
 
 def copy_agent_sources(dest: Path) -> None:
     """Copy our packages (whatever is in them now) into the image's python path."""
+    ignore = shutil.ignore_patterns("__pycache__", *(f"*{s}" for s in AGENT_IGNORED_SUFFIXES))
     for name, src in AGENT_SOURCES.items():
         if not src.is_dir():
             raise BuildError(f"agent layer: source directory {src} does not exist")
@@ -31,12 +33,13 @@ def copy_agent_sources(dest: Path) -> None:
             src,
             dest / name,
             symlinks=True,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so"),
+            ignore=ignore,
         )
 
 
-def stage_root(base: Path, wheels: Path, stage: Path) -> None:
-    """Hard-link copy of the Debian root plus the wheels, and our code compiled into it."""
+def stage_root(base: Path, wheels: Path, engine: Path, stage: Path) -> dict[str, str]:
+    """Hard-link copy of the Debian root plus the wheels, our code compiled into it and the
+    copy engine next to it, checked; returns what the manifest says of the copy engine."""
     root = base / "root"
     run("stage root", ["cp", "-a", "--link", str(root), str(stage)])
     pydir = stage / GUEST_PYTHONPATH
@@ -45,7 +48,10 @@ def stage_root(base: Path, wheels: Path, stage: Path) -> None:
     for name in AGENT_SOURCES:
         compile_bytecode(root, pydir / name, f"/{GUEST_PYTHONPATH}/{name}", f"compile {name}")
         check_bytecode(pydir / name)
+    engine_info = install_copyengine(engine, pydir)
     check_shared_libs(stage)
+    engine_info["cffi_backend"] = check_copyengine(stage)
+    return engine_info
 
 
 def uuid_from_hash(digest: str) -> str:
@@ -92,13 +98,13 @@ def build(out: Path, cache: Path, inputs: Inputs) -> None:
     """Build every missing layer and assemble OUT."""
     tmp_root = cache / "tmp"
     tmp_root.mkdir(parents=True, exist_ok=True)
-    base, kern, wheels = ensure_layers(cache, inputs, tmp_root)
-    log("agent layer: staging root, copying agent sources, compiling them")
+    base, kern, wheels, engine = ensure_layers(cache, inputs, tmp_root)
+    log("agent layer: staging root, copying agent sources, compiling them, checking the engine")
     work = Path(tempfile.mkdtemp(prefix="final-", dir=tmp_root))
     try:
         stage, result = work / "root", work / "out"
         result.mkdir()
-        stage_root(base, wheels, stage)
+        engine_info = stage_root(base, wheels, engine, stage)
         rootfs_name = f"rootfs.{inputs.fstype}"
         log(f"making {rootfs_name}")
         uuid = uuid_from_hash(inputs.input_hash)
@@ -112,8 +118,10 @@ def build(out: Path, cache: Path, inputs: Inputs) -> None:
         kinfo = json.loads((kern / "kernel.json").read_text())
         wheel_list = json.loads((wheels / "wheels.json").read_text())
         pyver = (base / "python-version").read_text()
-        write_manifest(result, inputs, kinfo, wheel_list, pyver, rootfs_name, du(stage))
+        write_manifest(
+            result, inputs, kinfo, wheel_list, engine_info, pyver, rootfs_name, du(stage)
+        )
         install_output(result, out)
     finally:
         rmtree(work)
-    prune_layers(cache, {base, kern, wheels})
+    prune_layers(cache, {base, kern, wheels, engine})

@@ -29,15 +29,18 @@ def hash_strings(parts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def tree_digest(root: Path, rel_prefix: str = "") -> list[str]:
-    """Path, mode and content digest of every file under root (no __pycache__ or .pyc)."""
+def tree_digest(
+    root: Path, rel_prefix: str = "", ignore_suffixes: tuple[str, ...] = (".pyc", ".pyo")
+) -> list[str]:
+    """Path, mode and content digest of every file under root (no __pycache__, no file ending
+    in ignore_suffixes: what a copy leaves out must not change the hash)."""
     out: list[str] = []
     if not root.exists():
         return [f"{rel_prefix}<missing>"]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
         for name in sorted(filenames):
-            if name.endswith((".pyc", ".pyo")):
+            if name.endswith(ignore_suffixes):
                 continue
             p = Path(dirpath) / name
             rel = rel_prefix + str(p.relative_to(root))

@@ -9,8 +9,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from guestimage.debian import Resolution, resolve_packages
-from guestimage.digests import builder_digest, hash_strings, tree_digest
-from guestimage.layout import AGENT_SOURCES, FORMAT, GUEST, read_list
+from guestimage.digests import builder_digest, hash_strings, sha256_file, tree_digest
+from guestimage.layout import (
+    AGENT_IGNORED_SUFFIXES,
+    AGENT_SOURCES,
+    FORMAT,
+    GUEST,
+    PYTHON,
+    REPO,
+    TRIPLET,
+    copyengine_sources,
+    read_list,
+)
 
 
 @dataclass
@@ -24,14 +34,22 @@ class Inputs:
     base_key: str
     kernel_key: str
     wheels_key: str
+    copyengine_key: str
     input_hash: str
     agent_hashes: dict[str, str]
+
+
+def copyengine_key(script: str) -> str:
+    """Key of the copy engine layer: the builder, the guest's python and the engine's sources
+    (C code, header, cffi build script), so a change to any of them compiles it again."""
+    sources = [f"{p.relative_to(REPO)} {sha256_file(p)}" for p in copyengine_sources()]
+    return hash_strings([script, PYTHON, TRIPLET, *sources])
 
 
 def collect_inputs(
     cache: Path, fstype: str, initrd_compression: str, erofs_compression: str
 ) -> Inputs:
-    """Resolve packages and hash the builder, packaging/guest/* and the agent sources."""
+    """Resolve packages; hash the builder, packaging/guest/*, copy engine and agent sources."""
     rows = read_list(GUEST / "packages.txt")
     roots = [r[0] for r in rows if not r[0].startswith("!")]
     excluded = {r[0][1:] for r in rows if r[0].startswith("!")}
@@ -51,7 +69,11 @@ def collect_inputs(
     )
     kernel_key = hash_strings([script, kernel_line, (GUEST / "modules.txt").read_text(), fstype])
     wheels_key = hash_strings([script, base_key, (GUEST / "requirements.txt").read_text()])
-    agent_hashes = {name: hash_strings(tree_digest(src)) for name, src in AGENT_SOURCES.items()}
+    ce_key = copyengine_key(script)
+    agent_hashes = {
+        name: hash_strings(tree_digest(src, ignore_suffixes=AGENT_IGNORED_SUFFIXES))
+        for name, src in AGENT_SOURCES.items()
+    }
     input_hash = hash_strings(
         [
             script,
@@ -61,6 +83,7 @@ def collect_inputs(
             kernel_line,
             *pkg_lines,
             *guest_files,
+            ce_key,
             *sorted(f"{k} {v}" for k, v in agent_hashes.items()),
         ]
     )
@@ -72,6 +95,7 @@ def collect_inputs(
         base_key[:16],
         kernel_key[:16],
         wheels_key[:16],
+        ce_key[:16],
         input_hash,
         agent_hashes,
     )

@@ -17,6 +17,12 @@ AGENT_SOURCES = {
     "bulkhead_wire": REPO / "wire" / "bulkhead_wire",
     "bulkhead_agent": REPO / "guest-agent" / "bulkhead_agent",
 }
+# Left out of the copy and of the agent hash: bytecode, and extension modules a host build left in
+# the tree (the image's copy engine is built for the guest by the copy engine layer instead).
+AGENT_IGNORED_SUFFIXES = (".pyc", ".pyo", ".so")
+# The C copy engine (bulkhead_wire._copyengine): C sources and the cffi build script.
+COPYENGINE_DIR = REPO / "cffi_build"
+COPYENGINE_BUILDER = COPYENGINE_DIR / "build_copyengine.py"
 FORMAT = 1  # bump when the layout of OUT or of the cache layers changes
 
 # Inside the guest.
@@ -29,6 +35,13 @@ ROOT_DEV = "/dev/vda"
 def builder_files() -> list[Path]:
     """The builder's own source files (its code is an input of every layer), in a fixed order."""
     return [ENTRY_POINT, *sorted(PACKAGE.glob("*.py"))]
+
+
+def copyengine_sources() -> list[Path]:
+    """The copy engine's inputs (*.c, *.h, *.py in cffi_build/; not its notes), in a fixed order."""
+    return sorted(
+        p for p in COPYENGINE_DIR.glob("*") if p.suffix in (".c", ".h", ".py") and p.is_file()
+    )
 
 
 def read_list(path: Path) -> list[list[str]]:

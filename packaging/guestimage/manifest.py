@@ -42,6 +42,7 @@ def write_manifest(
     inputs: Inputs,
     kinfo: dict[str, Any],
     wheels: list[dict[str, str]],
+    copy_engine: dict[str, str],
     pyver: str,
     rootfs_name: str,
     tree_bytes: int,
@@ -91,10 +92,14 @@ def write_manifest(
             for w in wheels
         ],
         "agent_sources": inputs.agent_hashes,
+        # bulkhead_wire._copyengine: where, its sha256, the host python + cffi that built it and
+        # the guest's _cffi_backend it was checked against.
+        "copy_engine": copy_engine,
         "layers": {
             "base": inputs.base_key,
             "kernel": inputs.kernel_key,
             "wheels": inputs.wheels_key,
+            "copyengine": inputs.copyengine_key,
         },
         # Measured guidance for the shim (packaging/README-guest.md): prefer the PVH vmlinux,
         # append these, and under TCG also tsc_early_khz=<host TSC kHz> (else boot hangs).
