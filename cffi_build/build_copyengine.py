@@ -74,6 +74,7 @@ void ce_set_splice(struct ce_engine *e, int mode);
 int ce_notify_fd(struct ce_engine *e);
 int ce_add(struct ce_engine *e, uint32_t stream, int direction, int fd);
 int ce_close_output(struct ce_engine *e, uint32_t stream);
+int ce_abort_output(struct ce_engine *e, uint32_t stream);
 int ce_remove(struct ce_engine *e, uint32_t stream, int direction);
 int ce_status(struct ce_engine *e, uint32_t stream, int direction, struct ce_status *out);
 int ce_exit_mark(struct ce_engine *e, uint32_t stream, uint64_t *mark);

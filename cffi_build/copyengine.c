@@ -965,6 +965,18 @@ int ce_close_output(struct ce_engine *e, uint32_t stream)
     return s != NULL ? 0 : ENOENT;
 }
 
+int ce_abort_output(struct ce_engine *e, uint32_t stream)
+{
+    pthread_mutex_lock(&e->lock);
+    struct stream *s = find(e, stream, CE_OUT);
+    if (s != NULL && !s->eof) {
+        out_eof(s); /* read no more: the loop queues the EOF frame and closes the fd */
+        wake(e);
+    }
+    pthread_mutex_unlock(&e->lock);
+    return s != NULL ? 0 : ENOENT;
+}
+
 int ce_remove(struct ce_engine *e, uint32_t stream, int direction)
 {
     pthread_mutex_lock(&e->lock);

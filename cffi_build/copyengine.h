@@ -89,6 +89,9 @@ int ce_notify_fd(struct ce_engine *e);
 int ce_add(struct ce_engine *e, uint32_t stream, int direction, int fd);
 /* OUT stream: forward what the fd holds now, then send EOF (CloseIO on a stdin FIFO). */
 int ce_close_output(struct ce_engine *e, uint32_t stream);
+/* OUT stream: read nothing more (what is unread is dropped), send EOF at once: the stream is
+ * cancelled but the peer still sees its end. 0 or ENOENT. */
+int ce_abort_output(struct ce_engine *e, uint32_t stream);
 /* Forget a stream: the engine closes its copy of the fd and drops unwritten IN bytes; DATA
  * that arrives later for the id is dropped (counted in dropped_bytes). 0 or ENOENT. */
 int ce_remove(struct ce_engine *e, uint32_t stream, int direction);

@@ -1,4 +1,5 @@
-"""Opens the shim's two links (control, data) and hands each over as an asyncio stream pair.
+"""Opens the shim's two links (control, data): handshaken, then taken over as an asyncio
+stream pair (control: ttrpc) or by a stdio link (data: the C engine or the Python pumps).
 
 Either kind does the same handshake: once the host side is connected, the agent writes MAGIC,
 and only then does the shim speak. virtio-serial needs it most: a port drops host data while
@@ -17,6 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.stdio.engines import open_fd_link, open_link
+from bulkhead_wire.stdio.link import StreamLink
+from bulkhead_wire.stdio.pump import wait_fd
+from bulkhead_wire.stdio.python_link import fd_streams
 
 from bulkhead_agent import log as agentlog
 
@@ -37,58 +42,59 @@ STREAM_LIMIT = 1 << 20
 
 @dataclass
 class Link:
-    """One connected, handshaken link; close() releases everything under it."""
+    """One connected, handshaken link that nothing has read from yet: a virtio-serial port's
+    fd or a socket. streams() or stdio_link() take it over; close() releases what is left."""
 
     name: str
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
+    fd: int = -1  # a virtio-serial port (O_RDWR, non-blocking)
+    sock: socket.socket | None = None  # a vsock or unix connection (non-blocking)
     closers: list[Callable[[], object]] = field(default_factory=list)
 
+    async def handshake(self) -> None:
+        """Tell the shim this end is open and reading: from here on nothing it sends is lost."""
+        if self.sock is not None:
+            await asyncio.get_running_loop().sock_sendall(self.sock, MAGIC)
+            return
+        view = memoryview(MAGIC)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                await wait_fd(self.fd, writable=True)
+
+    async def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Take the link over as a reader/writer pair (closed by close())."""
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+        else:
+            fd, self.fd = self.fd, -1
+            reader, writer = await fd_streams(fd)
+        self.closers.append(writer.close)
+        return reader, writer
+
+    async def stdio_link(self, engine: str) -> StreamLink:
+        """Take the link over as the data channel's stdio link; its owner closes it."""
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            return await open_link(sock, engine, self.name)
+        fd, self.fd = self.fd, -1
+        return await open_fd_link(fd, engine, self.name)
+
     def close(self) -> None:
-        """Close both directions (idempotent)."""
+        """Close what is still held (idempotent)."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         for closer in self.closers:
             try:
                 closer()
             except (OSError, RuntimeError) as exc:
                 log.debug("%s: close: %s", self.name, exc)
         self.closers.clear()
-
-
-class _WriteProtocol(asyncio.streams.FlowControlMixin):
-    """Write-side protocol for a pipe or char device that also supports wait_closed()."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if not self._closed.done():
-            self._closed.set_result(None)
-
-    def _get_close_waiter(self, stream: asyncio.StreamWriter) -> asyncio.Future[None]:
-        return self._closed
-
-
-async def fd_streams(fd: int, name: str) -> Link:
-    """Wrap a char device (or pipe) fd opened O_RDWR as a reader/writer pair; takes the fd."""
-    loop = asyncio.get_running_loop()
-    wfd = os.dup(fd)  # each transport closes its own fd
-    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
-    try:
-        rtransport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), open(fd, "rb", buffering=0))
-    except BaseException:
-        os.close(wfd)
-        raise
-    try:
-        wtransport, wproto = await loop.connect_write_pipe(
-            _WriteProtocol, open(wfd, "wb", buffering=0))
-    except BaseException:
-        rtransport.close()
-        raise
-    writer = asyncio.StreamWriter(wtransport, wproto, reader, loop)
-    return Link(name, reader, writer, [rtransport.close, wtransport.close])
 
 
 def find_port(port_name: str, sysfs: str = VIRTIO_PORTS) -> str | None:
@@ -135,9 +141,9 @@ class SerialPort:
         except BaseException:
             os.close(fd)
             raise
-        link = await fd_streams(fd, self.name)
+        link = Link(self.name, fd=fd)
         try:
-            await _handshake(link)
+            await link.handshake()
         except BaseException:
             link.close()
             raise
@@ -211,14 +217,10 @@ class SocketListener:
             # host may become the agent's shim.
             log.warning("%s: refused a connection from CID %s (not the host)", self.name, peer[0])
             conn.close()
+        conn.setblocking(False)
+        link = Link(self.name, sock=conn)
         try:
-            reader, writer = await asyncio.open_connection(sock=conn, limit=STREAM_LIMIT)
-        except BaseException:
-            conn.close()
-            raise
-        link = Link(self.name, reader, writer, [writer.close])
-        try:
-            await _handshake(link)
+            await link.handshake()
         except BaseException:
             link.close()
             raise
@@ -228,12 +230,6 @@ class SocketListener:
     def close(self) -> None:
         """Stop listening."""
         self.sock.close()
-
-
-async def _handshake(link: Link) -> None:
-    """Tell the shim this end is open and reading: from here on nothing it sends is lost."""
-    link.writer.write(MAGIC)
-    await link.writer.drain()
 
 
 _sigio_event: asyncio.Event | None = None

@@ -20,6 +20,7 @@ from bulkhead_wire.checks import check_id, parse_process_spec, to_json
 
 from bulkhead_agent import cgroup
 from bulkhead_agent.crun import Crun
+from bulkhead_agent.data_link import DataLink
 from bulkhead_agent.errors import (
     AlreadyExists,
     CrunError,
@@ -33,7 +34,7 @@ from bulkhead_agent.procio import ProcessIO, Streams
 from bulkhead_agent.reaper import Reaper
 
 if TYPE_CHECKING:
-    from bulkhead_wire.stdio.channel import DataChannel
+    from bulkhead_wire.stdio.link import StreamLink
 
     from bulkhead_agent.console import ConsoleSocket
 
@@ -104,14 +105,10 @@ class Supervisor:
         self.reaper = reaper
         self.state_dir = state_dir
         self.cgroup_root = cgroup_root
-        self.channel: DataChannel | None = None
+        self.data = DataLink()  # the current host connection's data channel
         self.oom = OOMWatcher(cgroup_root)
         self._containers: dict[str, Container] = {}
         self._busy: set[str] = set()
-
-    def attach_channel(self, channel: DataChannel | None) -> None:
-        """Use this data channel for the stdio of processes started from now on."""
-        self.channel = channel
 
     def get(self, container_id: str) -> Container:
         """A known container, or NotFound naming it."""
@@ -135,10 +132,10 @@ class Supervisor:
         if not os.path.isfile(os.path.join(bundle, "config.json")):
             raise FailedPrecondition(f"bundle {bundle} of container {container_id}: "
                                      "config.json not found")
-        channel = self._require_channel()
+        link = await self.data.open()
         self._busy.add(container_id)
         try:
-            ctr = await self._create(container_id, bundle, terminal, streams, channel)
+            ctr = await self._create(container_id, bundle, terminal, streams, link)
         finally:
             self._busy.discard(container_id)
         self._containers[container_id] = ctr
@@ -148,7 +145,7 @@ class Supervisor:
         return ctr.init.pid
 
     async def _create(self, container_id: str, bundle: str, terminal: bool, streams: Streams,
-                      channel: DataChannel) -> Container:
+                      link: StreamLink) -> Container:
         """Run crun create; on any failure leave nothing behind (crun state, fds, files)."""
         workdir = os.path.join(self.state_dir, "containers", container_id)
         os.makedirs(workdir, exist_ok=True)
@@ -164,7 +161,7 @@ class Supervisor:
             await self._crun_delete(container_id)
             _remove_tree(workdir)
             raise
-        io.start(channel)
+        io.start(link)
         init = Process(INIT, io, terminal=terminal, pid=pid)
         ctr = Container(container_id, bundle, workdir, init, cgroup_path=cgroup.cgroup_of(pid))
         init.track(self.reaper.watch(pid), lambda: self._init_exited(ctr))
@@ -239,7 +236,7 @@ class Supervisor:
         if proc.started:
             raise FailedPrecondition(f"{proc.name} of container {ctr.id} was already started")
         self._require_running(ctr, f"start {proc.name} in")
-        channel = self._require_channel()
+        link = await self.data.open()
         pid_file = os.path.join(ctr.workdir, f"exec-{proc.exec_id}.pid")
         proc.started = True
         try:
@@ -255,7 +252,7 @@ class Supervisor:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(pid_file)
-        proc.io.start(channel)
+        proc.io.start(link)
         proc.track(self.reaper.watch(proc.pid), lambda: self._exec_exited(ctr, proc))
         log.info("container %s: %s started, pid %d", ctr.id, proc.name, proc.pid)
         return proc.pid
@@ -397,12 +394,6 @@ class Supervisor:
                 os.kill(ctr.init.pid, signals.SIGKILL)
 
     # -- helpers -------------------------------------------------------------------------
-
-    def _require_channel(self) -> DataChannel:
-        """The data channel, which every container's stdio goes through."""
-        if self.channel is None:
-            raise FailedPrecondition("data channel is not connected")
-        return self.channel
 
     @staticmethod
     def _require_running(ctr: Container, action: str) -> None:

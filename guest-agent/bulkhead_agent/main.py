@@ -9,7 +9,6 @@ import signal
 import sys
 import time
 
-from bulkhead_wire.stdio.channel import DataChannel
 from bulkhead_wire.ttrpc import Server
 
 from bulkhead_agent import __version__, cgroup, channel, system
@@ -124,14 +123,12 @@ class Agent:
                     task.result().close()
             raise
         log.info("host connected at uptime %.3f", uptime())
-        data_channel = DataChannel(data_link.reader, data_link.writer)
-        data_channel.start()
-        self.supervisor.attach_channel(data_channel)
+        self.supervisor.data.offer(data_link)
         try:
-            await self.server.serve_connection(ctl_link.reader, ctl_link.writer)
+            reader, writer = await ctl_link.streams()
+            await self.server.serve_connection(reader, writer)
         finally:
-            self.supervisor.attach_channel(None)
-            await data_channel.close()
+            await self.supervisor.data.close()
             ctl_link.close()
             data_link.close()
             log.info("host link closed at uptime %.3f", uptime())

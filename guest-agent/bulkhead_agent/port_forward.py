@@ -11,8 +11,8 @@ import asyncio
 import logging
 import socket
 
-from bulkhead_wire.stdio.channel import DataChannel
-from bulkhead_wire.stdio.relay import relay_socket
+from bulkhead_wire.stdio.link import StreamLink
+from bulkhead_wire.stdio.relay import start_relay
 
 from bulkhead_agent.errors import AgentError, InvalidArgument
 
@@ -32,13 +32,14 @@ class PortForwards:
     def __init__(self) -> None:
         self._relays: set[asyncio.Task[None]] = set()
 
-    async def open(self, channel: DataChannel, port: int, to_guest: int,
+    async def open(self, link: StreamLink, port: int, to_guest: int,
                    from_guest: int) -> None:
-        """Connect to the port, then relay it in the background."""
+        """Connect to the port, then relay it in the background (both streams registered
+        before the reply, so the host may send at once)."""
         if not 0 < port < 65536:
             raise InvalidArgument(f"port {port} is not a TCP port")
         sock = await connect_loopback(port)
-        task = asyncio.create_task(relay_socket(channel, sock, to_guest, from_guest))
+        task = start_relay(link, sock, to_guest, from_guest)
         self._relays.add(task)
         task.add_done_callback(self._relays.discard)
 

@@ -2,8 +2,10 @@
 data channel.
 
 Pipe ends handed to crun (and so to the container) stay blocking; the ends the agent keeps are
-non-blocking and closed by the pump that owns them, once it has finished. A terminal process
-has no pipes: crun hands over the pty master, whose output goes to the stdout stream.
+non-blocking and handed to the stdio link, which copies them on its own dup: the agent closes
+its ends right away (the stdin pipe's write end must close for the process to see EOF). A
+terminal process has no pipes: crun hands over the pty master, whose output goes to the stdout
+stream.
 """
 
 from __future__ import annotations
@@ -14,12 +16,9 @@ import logging
 import os
 import struct
 import termios
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
-from bulkhead_wire.stdio.channel import DataChannel
-from bulkhead_wire.stdio.pump import Progress, pump_fd_to_stream, pump_stream_to_fd
+from bulkhead_wire.stdio.link import Pump, StreamLink
 
 from bulkhead_agent.errors import FailedPrecondition
 
@@ -36,27 +35,6 @@ class Streams:
 
 
 @dataclass
-class OutputPump:
-    """One output pipe (or pty master) being copied to its stream."""
-
-    stream: int
-    fd: int  # owned by the task, open while it runs
-    progress: Progress
-    task: asyncio.Task[None]
-
-    def exit_mark(self) -> int:
-        """The stream's length once what the exited process wrote is sent: read + still queued."""
-        queued = 0
-        if not self.task.done():
-            try:
-                queued = struct.unpack("i", fcntl.ioctl(self.fd, termios.FIONREAD,
-                                                        b"\0\0\0\0"))[0]
-            except OSError:
-                queued = 0
-        return self.progress.taken + queued
-
-
-@dataclass
 class ProcessIO:
     """Pipes of one process: `child` ends go to crun, the agent keeps the other ends."""
 
@@ -67,8 +45,8 @@ class ProcessIO:
     stdout_fd: int | None = None
     stderr_fd: int | None = None
     console_fd: int | None = None  # the pty master, kept for ResizePty
-    input_pump: asyncio.Task[None] | None = None
-    output_pumps: list[OutputPump] = field(default_factory=list)
+    input_pump: Pump | None = None
+    output_pumps: list[Pump] = field(default_factory=list)
 
     @classmethod
     def open(cls, streams: Streams, terminal: bool = False) -> ProcessIO:
@@ -116,26 +94,22 @@ class ProcessIO:
                 os.close(fd)
                 self.child[i] = None
 
-    def start(self, channel: DataChannel) -> None:
-        """Start copying: stdout/stderr to their streams, the stdin stream into the pipe.
-
-        Each pump owns its fd from here on; the fd is closed when the pump's task is done,
-        even if it was cancelled before it ever ran.
-        """
-        if self.stdout_fd is not None:
-            fd, self.stdout_fd = self.stdout_fd, None
-            self._start_output(channel, fd, self.streams.stdout)
-        if self.stderr_fd is not None:
-            fd, self.stderr_fd = self.stderr_fd, None
-            self._start_output(channel, fd, self.streams.stderr)
-        if self.stdin_fd is not None:
-            fd, self.stdin_fd = self.stdin_fd, None
-            self.input_pump = _owning(_input(channel, self.streams.stdin, fd), fd)
-
-    def _start_output(self, channel: DataChannel, fd: int, stream: int) -> None:
-        progress = Progress()
-        task = _owning(_output(channel, fd, stream, progress), fd)
-        self.output_pumps.append(OutputPump(stream, fd, progress, task))
+    def start(self, link: StreamLink) -> None:
+        """Start copying: stdout/stderr to their streams, the stdin stream into the pipe (or
+        the pty master). The link copies on its own dups; ours are closed here."""
+        try:
+            if self.stdout_fd is not None:
+                self.output_pumps.append(link.send_from(self.streams.stdout, self.stdout_fd))
+            if self.stderr_fd is not None:
+                self.output_pumps.append(link.send_from(self.streams.stderr, self.stderr_fd))
+            if self.stdin_fd is not None:
+                self.input_pump = link.receive_into(self.streams.stdin, self.stdin_fd)
+        finally:
+            for name in ("stdin_fd", "stdout_fd", "stderr_fd"):
+                fd = getattr(self, name)
+                if fd is not None:
+                    os.close(fd)
+                    setattr(self, name, None)
 
     def exit_marks(self) -> dict[int, int]:
         """Per output stream, its length up to the process's exit (call when it was reaped)."""
@@ -145,23 +119,23 @@ class ProcessIO:
         """Return once every output pump sent what `marks` say (all of it and EOF if None)."""
         for pump in self.output_pumps:
             if marks is None:
-                await asyncio.gather(pump.task, return_exceptions=True)
+                await pump.wait()
             else:
                 await pump.progress.reach(marks.get(pump.stream, 0))
 
     async def close_stdin(self) -> None:
         """Wait until the stdin stream's EOF was written through, the pipe then being closed."""
         if self.input_pump is not None:
-            await asyncio.shield(asyncio.gather(self.input_pump, return_exceptions=True))
+            await asyncio.shield(self.input_pump.wait())
         elif self.stdin_fd is not None:
             os.close(self.stdin_fd)
             self.stdin_fd = None
 
     def close(self) -> None:
         """Cancel every pump and close every fd still held (container removal, failures)."""
-        for task in (*(p.task for p in self.output_pumps), self.input_pump):
-            if task is not None and not task.done():
-                task.cancel()
+        for pump in (*self.output_pumps, self.input_pump):
+            if pump is not None:
+                pump.cancel()
         self.close_child_ends()
         for name in ("stdin_fd", "stdout_fd", "stderr_fd", "console_fd"):
             fd = getattr(self, name)
@@ -175,28 +149,3 @@ def _pipe(keep_write: bool) -> tuple[int, int]:
     r, w = os.pipe()
     os.set_blocking(w if keep_write else r, False)
     return r, w
-
-
-def _owning(coro: Coroutine[Any, Any, None], fd: int) -> asyncio.Task[None]:
-    """Schedule a pump and close its fd once the task is done, whatever way it ended."""
-    task = asyncio.get_running_loop().create_task(coro)
-    task.add_done_callback(lambda _: os.close(fd))
-    return task
-
-
-async def _output(channel: DataChannel, fd: int, stream: int, progress: Progress) -> None:
-    """Pump one output pipe to its stream (all data, then EOF)."""
-    try:
-        await pump_fd_to_stream(channel, fd, stream, progress)
-    except Exception as exc:
-        log.warning("stdio stream %d: output pump stopped: %s", stream, exc)
-        raise
-
-
-async def _input(channel: DataChannel, stream: int, fd: int) -> None:
-    """Pump the stdin stream into its pipe until the stream's EOF."""
-    try:
-        await pump_stream_to_fd(channel, stream, fd)
-    except Exception as exc:
-        log.warning("stdio stream %d: stdin pump stopped: %s", stream, exc)
-        raise

@@ -215,16 +215,19 @@ class AgentService:
         return empty_pb2.Empty()
 
     @rpc("SetupSandbox")
-    async def setup_sandbox(self, req: agent_pb2.SetupSandboxRequest) -> empty_pb2.Empty:
-        """RNG, clock, hostname and share for this sandbox (after a boot or a restore)."""
+    async def setup_sandbox(self, req: agent_pb2.SetupSandboxRequest
+                            ) -> agent_pb2.SetupSandboxResponse:
+        """RNG, clock, hostname, share and stdio engine for this sandbox (after a boot or a
+        restore)."""
         from bulkhead_agent import vm_setup
 
+        link = await self.supervisor.data.open(req.io_engine)
         try:
             vm_setup.setup(req.entropy, req.wall_clock.ToNanoseconds(), req.hostname,
                            req.mount_share, dict(req.sysctls))
         except vm_setup.SetupError as exc:
             raise FailedPrecondition(f"sandbox setup: {exc}") from None
-        return empty_pb2.Empty()
+        return agent_pb2.SetupSandboxResponse(io_engine=link.engine)
 
     @functools.cached_property
     def port_forwards(self) -> PortForwards:
@@ -236,10 +239,8 @@ class AgentService:
     @rpc("ForwardPort")
     async def forward_port(self, req: agent_pb2.ForwardPortRequest) -> empty_pb2.Empty:
         """Connect to a port on the VM's loopback and relay it over two streams."""
-        channel = self.supervisor.channel
-        if channel is None:
-            raise FailedPrecondition("no data channel to relay the port over")
-        await self.port_forwards.open(channel, req.port, req.to_guest_stream,
+        link = await self.supervisor.data.open()
+        await self.port_forwards.open(link, req.port, req.to_guest_stream,
                                       req.from_guest_stream)
         return empty_pb2.Empty()
 

@@ -32,6 +32,7 @@ class Config:
     max_vcpus: int = 0  # most vCPUs a pod's CPU quota may buy; 0: the host's CPU count
     boot: str = "template"  # template (clone a booted VM) | cold (boot every VM)
     tcg_tb_mib: int = 64  # TCG code buffer per VM (MiB; 0: QEMU's 1 GiB): bench/footprint.py
+    io_engine: str = "c"  # c (the cffi copy engine) | python (the fallback), host and guest
 
     def guest_image(self) -> GuestImage:
         """The guest files, as the image's manifest.json describes them (defaults without one)."""
@@ -94,6 +95,8 @@ def load(path: str = paths.CONFIG_FILE) -> Config:
         raise ConfigError(f"{path}: accel must be auto, kvm or tcg, not {cfg.accel!r}")
     if cfg.boot not in ("template", "cold"):
         raise ConfigError(f"{path}: boot must be template or cold, not {cfg.boot!r}")
+    if cfg.io_engine not in ("c", "python"):
+        raise ConfigError(f"{path}: io_engine must be c or python, not {cfg.io_engine!r}")
     if cfg.tcg_tb_mib < 0:
         raise ConfigError(f"{path}: tcg_tb_mib must be 0 (QEMU's default) or a size in MiB")
     return cfg

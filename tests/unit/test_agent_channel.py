@@ -9,14 +9,13 @@ import tty
 from pathlib import Path
 
 from bulkhead_agent.channel import (
-    Link,
     SerialPort,
     SocketListener,
-    fd_streams,
     find_port,
     host_connected,
 )
 from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.stdio.python_link import fd_streams
 
 
 def make_sysfs(tmp_path: Path, ports: dict[str, str]) -> Path:
@@ -67,9 +66,10 @@ def test_serial_port_waits_for_the_name_then_handshakes(tmp_path: Path) -> None:
             loop = asyncio.get_running_loop()
             magic = await loop.run_in_executor(None, os.read, master, 64)
             os.write(master, b"ping")
-            assert await asyncio.wait_for(link.reader.readexactly(4), 5) == b"ping"
-            link.writer.write(b"pong")
-            await link.writer.drain()
+            reader, writer = await link.streams()
+            assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
+            writer.write(b"pong")
+            await writer.drain()
             assert await loop.run_in_executor(None, os.read, master, 64) == b"pong"
         finally:
             link.close()
@@ -89,20 +89,19 @@ def test_fd_streams_on_a_char_device_see_hangup_and_close_cleanly() -> None:
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        link: Link = await fd_streams(os.dup(slave), "test")
+        reader, writer = await fd_streams(os.dup(slave))
         os.write(master, b"abc")
-        assert await asyncio.wait_for(link.reader.readexactly(3), 5) == b"abc"
-        link.writer.write(b"xyz")
-        await link.writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(3), 5) == b"abc"
+        writer.write(b"xyz")
+        await writer.drain()
         assert await loop.run_in_executor(None, os.read, master, 3) == b"xyz"
         os.close(master)  # host gone: a pty says EIO where virtio-serial says EOF
         try:
-            assert await asyncio.wait_for(link.reader.read(), 5) == b""
+            assert await asyncio.wait_for(reader.read(), 5) == b""
         except OSError:
             pass
-        link.writer.close()
-        await asyncio.wait_for(link.writer.wait_closed(), 5)
-        link.close()
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
 
     try:
         asyncio.run(run())
@@ -126,7 +125,8 @@ def test_unix_listener_accepts_again_after_a_disconnect(tmp_path: Path) -> None:
                 accepted = asyncio.ensure_future(listener.accept())
                 assert await client() == MAGIC
                 link = await asyncio.wait_for(accepted, 5)
-                assert await asyncio.wait_for(link.reader.read(), 5) == b""
+                reader, _ = await link.streams()
+                assert await asyncio.wait_for(reader.read(), 5) == b""
                 link.close()
         finally:
             listener.close()

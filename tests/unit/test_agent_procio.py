@@ -1,40 +1,18 @@
-"""A process's stdio pipes and pumps: data and EOF reach the host, fds never leak."""
+"""A process's stdio pipes and pumps: data and EOF reach the host, fds never leak, with either
+engine at either end."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 
 import pytest
 from bulkhead_agent.procio import ProcessIO, Streams
-from bulkhead_wire.stdio.channel import DataChannel
+from stdio_links import ENGINE_PAIRS, collect, link_pair, nonblocking_pipe
 
 
-def is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-async def channels() -> tuple[DataChannel, DataChannel]:
-    """(agent side, host side) over a socketpair."""
-    a, b = socket.socketpair()
-    agent = DataChannel(*await asyncio.open_connection(sock=a))
-    host = DataChannel(*await asyncio.open_connection(sock=b))
-    agent.start()
-    host.start()
-    return agent, host
-
-
-async def drain(host: DataChannel, stream: int) -> bytes:
-    out = bytearray()
-    while chunk := await host.read(stream):
-        out += chunk
-        await host.grant(stream, len(chunk))
-    return bytes(out)
+def open_fds() -> set[int]:
+    return {int(n) for n in os.listdir("/proc/self/fd")}
 
 
 def test_only_wanted_streams_get_pipes() -> None:
@@ -47,50 +25,82 @@ def test_only_wanted_streams_get_pipes() -> None:
         io.close()
 
 
-def test_output_and_stdin_flow_then_fds_are_closed() -> None:
+@pytest.mark.parametrize("engines", ENGINE_PAIRS)
+def test_output_and_stdin_flow_then_fds_are_closed(engines: tuple[str, str]) -> None:
     async def run() -> None:
-        agent, host = await channels()
-        io = ProcessIO.open(Streams(stdin=1, stdout=2, stderr=4))
-        child_in, child_out, child_err = io.child
-        assert child_in is not None and child_out is not None and child_err is not None
-        ours = [io.stdin_fd, io.stdout_fd, io.stderr_fd]
-        stdin_reader = os.dup(child_in)  # what the container would read
-        io.start(agent)
-        os.write(child_out, b"out")
-        os.write(child_err, b"err")
-        io.close_child_ends()
-        await host.send(1, b"in")
-        await host.send_eof(1)
-        await asyncio.wait_for(io.close_stdin(), 5)
-        try:  # all data, then EOF: the agent's write end is closed
-            assert os.read(stdin_reader, 100) == b"in"
-            assert os.read(stdin_reader, 100) == b""
-        finally:
-            os.close(stdin_reader)
-        out, err = await asyncio.gather(drain(host, 2), drain(host, 4))
-        await asyncio.wait_for(io.wait_output(), 5)
-        assert (out, err) == (b"out", b"err")
-        assert not any(is_open(fd) for fd in ours if fd is not None)
-        await agent.close()
-        await host.close()
+        async with link_pair(*engines) as (agent, host):
+            before = open_fds()
+            io = ProcessIO.open(Streams(stdin=1, stdout=2, stderr=4))
+            child_in, child_out, child_err = io.child
+            assert child_in is not None and child_out is not None and child_err is not None
+            stdin_reader = os.dup(child_in)  # what the container would read
+            out, err = collect(host, 2), collect(host, 4)
+            io.start(agent)
+            assert io.stdin_fd is io.stdout_fd is io.stderr_fd is None  # the link has dups
+            os.write(child_out, b"out")
+            os.write(child_err, b"err")
+            io.close_child_ends()
+            r, w = nonblocking_pipe()
+            os.write(w, b"in")
+            os.close(w)
+            host.send_from(1, r)
+            os.close(r)
+            await asyncio.wait_for(io.close_stdin(), 5)
+            try:  # all data, then EOF: every write end is closed
+                assert os.read(stdin_reader, 100) == b"in"
+                assert os.read(stdin_reader, 100) == b""
+            finally:
+                os.close(stdin_reader)
+            assert await asyncio.wait_for(asyncio.gather(out, err), 5) == [b"out", b"err"]
+            await asyncio.wait_for(io.wait_output(), 5)
+            await asyncio.sleep(0.05)  # the host's sinks close their dups after EOF
+            assert open_fds() <= before
 
     asyncio.run(run())
 
 
+@pytest.mark.parametrize("engines", ENGINE_PAIRS)
 @pytest.mark.parametrize("before_first_step", [True, False])
-def test_close_cancels_pumps_and_releases_fds(before_first_step: bool) -> None:
+def test_close_cancels_pumps_and_releases_fds(before_first_step: bool,
+                                              engines: tuple[str, str]) -> None:
     async def run() -> None:
-        agent, host = await channels()
-        io = ProcessIO.open(Streams(stdin=1, stdout=2, stderr=4))
-        ours = [io.stdin_fd, io.stdout_fd, io.stderr_fd]
-        io.start(agent)
-        if not before_first_step:
+        async with link_pair(*engines) as (agent, host):
+            before = open_fds()
+            io = ProcessIO.open(Streams(stdin=1, stdout=2, stderr=4))
+            out = collect(host, 2)
+            io.start(agent)
+            if not before_first_step:
+                await asyncio.sleep(0.05)
+            io.close()
+            assert await asyncio.wait_for(out, 5) == b""  # the host still sees the EOF
+            for pump in (*io.output_pumps, io.input_pump):
+                assert pump is not None
+                await asyncio.wait_for(pump.wait(), 5)
             await asyncio.sleep(0.05)
-        io.close()
-        await asyncio.gather(*(p.task for p in io.output_pumps), *(p for p in [io.input_pump] if p),
-                             return_exceptions=True)
-        assert not any(is_open(fd) for fd in ours if fd is not None)
-        await agent.close()
-        await host.close()
+            assert open_fds() <= before
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("engines", ENGINE_PAIRS)
+def test_exit_mark_counts_only_what_the_process_wrote(engines: tuple[str, str]) -> None:
+    """A child that outlives the process keeps the pipe open: the mark still says how much
+    the process wrote (read so far plus still queued), and its bytes arrive without an EOF."""
+    async def run() -> None:
+        async with link_pair(*engines, window=64 * 1024) as (agent, host):
+            io = ProcessIO.open(Streams(stdout=2))
+            child_out = io.child[1]
+            assert child_out is not None
+            out = collect(host, 2)
+            io.start(agent)
+            os.write(child_out, b"x" * 50_000)
+            survivor = os.dup(child_out)  # `cmd &` holding the same pipe
+            io.close_child_ends()
+            marks = io.exit_marks()
+            assert marks == {2: 50_000}
+            await asyncio.wait_for(io.wait_output(marks), 5)
+            assert not out.done()  # no EOF while the survivor holds the pipe
+            os.close(survivor)
+            assert await asyncio.wait_for(out, 5) == b"x" * 50_000
 
     asyncio.run(run())

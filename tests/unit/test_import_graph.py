@@ -87,7 +87,7 @@ def test_guest_packages_stand_alone() -> None:
     leaks = {n: sorted(t for t in imports(n, known[n], known) if t.split(".")[0] == "bulkhead")
              for n in guest}
     assert {n: t for n, t in leaks.items() if t} == {}
-    assert "bulkhead_wire.stdio.channel" in imports("bulkhead_agent.procio",
+    assert "bulkhead_wire.stdio.link" in imports("bulkhead_agent.procio",
                                                     known["bulkhead_agent.procio"], known)
 
 

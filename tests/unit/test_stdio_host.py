@@ -10,29 +10,10 @@ from pathlib import Path
 import pytest
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
 from bulkhead.stdio.host import ProcessIO, StdioError
-from bulkhead.stdio.stdin_fifo import StdinFifo, hung_up
-from bulkhead_wire.stdio.channel import DataChannel
-
-
-async def channel_pair() -> tuple[DataChannel, DataChannel]:
-    """Two data channel ends joined by a socketpair."""
-    import socket
-
-    a, b = socket.socketpair()
-    ra, wa = await asyncio.open_unix_connection(sock=a)
-    rb, wb = await asyncio.open_unix_connection(sock=b)
-    left, right = DataChannel(ra, wa), DataChannel(rb, wb)
-    left.start()
-    right.start()
-    return left, right
-
-
-async def read_stream(channel: DataChannel, stream: int) -> bytes:
-    data = b""
-    while chunk := await channel.read(stream):
-        data += chunk
-        await channel.grant(stream, len(chunk))
-    return data
+from bulkhead.stdio.stdin_fifo import StdinFifo
+from bulkhead_wire.stdio.link import Pump
+from bulkhead_wire.stdio.pump import hung_up
+from stdio_links import ENGINE_PAIRS, collect, link_pair
 
 
 def test_fifo_without_a_writer_yet_is_not_eof(tmp_path: Path) -> None:
@@ -50,31 +31,31 @@ def test_fifo_without_a_writer_yet_is_not_eof(tmp_path: Path) -> None:
         fifo.close()
 
 
-async def forward_stdin(path: Path, client: Callable[[StdinFifo, asyncio.Task[bytes]],
-                                                    Awaitable[None]]) -> bytes:
-    """Pump the stdin FIFO at path into a stream while `client` plays containerd's side."""
-    host, guest = await channel_pair()
-    fifo = StdinFifo.open(str(path))
-    assert fifo is not None
-    pump = asyncio.create_task(fifo.pump(host, 1))
-    reader = asyncio.create_task(read_stream(guest, 1))
-    try:
-        await client(fifo, reader)
-        data = await asyncio.wait_for(reader, 5)
-        await pump
-    finally:
-        fifo.close()
-        await host.close()
-        await guest.close()
+async def forward_stdin(path: Path, engines: tuple[str, str],
+                        client: Callable[[Pump, asyncio.Task[bytes]], Awaitable[None]]) -> bytes:
+    """Send the stdin FIFO at path on a stream while `client` plays containerd's side."""
+    async with link_pair(*engines) as (host, guest):
+        fifo = StdinFifo.open(str(path))
+        assert fifo is not None
+        reader = collect(guest, 1)
+        pump = host.send_from(1, fifo.fd)
+        try:
+            await client(pump, reader)
+            data = await asyncio.wait_for(reader, 5)
+            await asyncio.wait_for(pump.wait(), 5)
+        finally:
+            fifo.close()
     return data
 
 
-def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engines", ENGINE_PAIRS)
+def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path,
+                                                      engines: tuple[str, str]) -> None:
     """The client opens its end only after we did, and never sends CloseIO (ctr's race)."""
     path = tmp_path / "stdin"
     os.mkfifo(path)
 
-    async def client(fifo: StdinFifo, reader: asyncio.Task[bytes]) -> None:
+    async def client(pump: Pump, reader: asyncio.Task[bytes]) -> None:
         await asyncio.sleep(0.2)
         assert not reader.done()  # no writer yet: no premature EOF
         writer = os.open(path, os.O_WRONLY)
@@ -83,22 +64,24 @@ def test_stdin_forwarded_until_the_client_closes_late(tmp_path: Path) -> None:
         os.write(writer, b"world")
         os.close(writer)
 
-    assert asyncio.run(forward_stdin(path, client)) == b"hello world"
+    assert asyncio.run(forward_stdin(path, engines, client)) == b"hello world"
 
 
-def test_close_io_ends_stdin_while_the_client_keeps_its_end(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engines", ENGINE_PAIRS)
+def test_close_io_ends_stdin_while_the_client_keeps_its_end(tmp_path: Path,
+                                                            engines: tuple[str, str]) -> None:
     path = tmp_path / "stdin"
     os.mkfifo(path)
     writers: list[int] = []
 
-    async def client(fifo: StdinFifo, reader: asyncio.Task[bytes]) -> None:
+    async def client(pump: Pump, reader: asyncio.Task[bytes]) -> None:
         writers.append(os.open(path, os.O_WRONLY))
         os.write(writers[0], b"buffered")
         await asyncio.sleep(0.1)
-        fifo.close_input()  # CloseIO: what the FIFO holds is sent, then EOF
+        pump.close_output()  # CloseIO: what the FIFO holds is sent, then EOF
 
     try:
-        assert asyncio.run(forward_stdin(path, client)) == b"buffered"
+        assert asyncio.run(forward_stdin(path, engines, client)) == b"buffered"
     finally:
         for fd in writers:
             os.close(fd)

@@ -93,11 +93,10 @@ def test_connect_retries_until_the_guest_listens(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(vsock, "_dial_once", dial)
 
     async def main() -> None:
-        reader, writer = await vsock.connect(7, 1024)
+        sock = await vsock.connect(7, 1024)
         guest.sendall(b"BHAGENT1")
-        assert await reader.readexactly(8) == b"BHAGENT1"
-        writer.close()
-        await writer.wait_closed()
+        assert await asyncio.get_running_loop().sock_recv(sock, 8) == b"BHAGENT1"
+        sock.close()
     asyncio.run(main())
     guest.close()
     assert attempts == [(7, 1024)] * 3

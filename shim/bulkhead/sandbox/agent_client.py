@@ -133,14 +133,17 @@ class AgentClient:
                                        agent_pb2.OOMEvent)
 
     async def setup_sandbox(self, hostname: str, mount_share: bool = True,
-                            sysctls: dict[str, str] | None = None) -> None:
-        """Fresh entropy, the host's wall clock, the hostname, the pod's VM-wide sysctls and
-        the share: what a new VM (a template clone above all) must take before it runs
-        anything for the sandbox."""
+                            sysctls: dict[str, str] | None = None, io_engine: str = "c") -> str:
+        """Fresh entropy, the host's wall clock, the hostname, the pod's VM-wide sysctls, the
+        share and the stdio engine: what a new VM (a template clone above all) must take before
+        it runs anything for the sandbox. Returns the engine the guest's end uses."""
         req = agent_pb2.SetupSandboxRequest(entropy=os.urandom(64), hostname=hostname,
-                                            mount_share=mount_share, sysctls=sysctls or {})
+                                            mount_share=mount_share, sysctls=sysctls or {},
+                                            io_engine=io_engine)
         req.wall_clock.GetCurrentTime()
-        await self._client.call(SERVICE, "SetupSandbox", req, empty_pb2.Empty, timeout=10.0)
+        resp = await self._client.call(SERVICE, "SetupSandbox", req,
+                                       agent_pb2.SetupSandboxResponse, timeout=10.0)
+        return resp.io_engine
 
     async def forward_port(self, port: int, to_guest: int, from_guest: int) -> None:
         """Have the agent connect to port on the VM's loopback, relayed over two streams."""

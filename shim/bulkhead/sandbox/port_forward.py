@@ -17,8 +17,8 @@ import struct
 from typing import Protocol
 
 from bulkhead_wire.netlink.netns import call_in_netns
-from bulkhead_wire.stdio.channel import DataChannel
-from bulkhead_wire.stdio.relay import relay_socket
+from bulkhead_wire.stdio.link import StreamLink
+from bulkhead_wire.stdio.relay import Relay
 from bulkhead_wire.ttrpc import TtrpcError
 
 from bulkhead.sandbox.agent_client import AgentClient
@@ -54,7 +54,7 @@ class ForwardTarget(Protocol):
 
     id: str
     agent: AgentClient | None
-    channel: DataChannel | None
+    link: StreamLink | None
 
     def new_stream(self) -> int: ...
 
@@ -110,20 +110,25 @@ class PortForwarder:
     async def _forward(self, conn: socket.socket) -> None:
         """Open the same port in the guest and relay; a refusal there closes the connection,
         which the CRI client sees as the end of the stream."""
+        relay: Relay | None = None
         try:
             port = original_port(conn)
-            agent, channel = self.sandbox.agent, self.sandbox.channel
-            if agent is None or channel is None or port == self.port:
+            agent, link = self.sandbox.agent, self.sandbox.link
+            if agent is None or link is None or port == self.port:
                 conn.close()
                 return
             to_guest, from_guest = self.sandbox.new_stream(), self.sandbox.new_stream()
-            channel.inbound(from_guest)
+            relay = Relay(link, conn, from_guest)  # ours registered before the guest sends
             await agent.forward_port(port, to_guest, from_guest)
+            relay.send(to_guest)  # the guest registered its end before it answered
         except (OSError, TtrpcError, ConnectionError) as exc:
             log.info("sandbox %s: port forward refused: %s", self.sandbox.id, exc)
-            conn.close()
+            if relay is not None:
+                relay.abort()
+            else:
+                conn.close()
             return
-        await relay_socket(channel, conn, from_guest, to_guest)
+        await relay.run()
 
     async def close(self) -> None:
         """Stop listening and drop every relay (the namespace's rule goes with it)."""

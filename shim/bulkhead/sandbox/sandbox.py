@@ -10,7 +10,8 @@ import os
 import time
 
 from bulkhead_wire.netlink.model import NetworkError
-from bulkhead_wire.stdio.channel import DataChannel
+from bulkhead_wire.stdio.engines import open_link
+from bulkhead_wire.stdio.link import StreamLink
 from bulkhead_wire.ttrpc import Client, TtrpcError
 
 from bulkhead.config import Config
@@ -47,7 +48,8 @@ class Sandbox:
         self.state = SandboxState(sandbox_id, namespace, os.getpid(), socket)
         self.vm: QemuVM | None = None
         self.agent: AgentClient | None = None
-        self.channel: DataChannel | None = None
+        self.link: StreamLink | None = None  # the data channel's stdio link
+        self.io_engines = ("", "")  # (host, guest) ends of the data channel
         self._ctl: Client | None = None
         self._next_stream = 1
         self._boot_lock = asyncio.Lock()
@@ -134,13 +136,14 @@ class Sandbox:
         self._ctl = Client(ctl_reader, ctl_writer,
                            name=f"agent of sandbox {self.id} ({channel_name})")
         self._ctl.start()
-        self.channel = DataChannel(*link.data)
-        self.channel.start()
+        self.link = await open_link(link.data, cfg.io_engine, f"sandbox {self.id}")
         agent = AgentClient(self._ctl)
         try:  # both in flight at once: a round trip less on every sandbox start
-            check, _ = await asyncio.gather(agent.check(timeout=10.0),
-                                            agent.setup_sandbox(self.hostname,
-                                                                sysctls=self.vm_sysctls))
+            check, guest_engine = await asyncio.gather(
+                agent.check(timeout=10.0),
+                agent.setup_sandbox(self.hostname, sysctls=self.vm_sysctls,
+                                    io_engine=cfg.io_engine))
+            self.io_engines = (self.link.engine, guest_engine)
             if self.network is not None:
                 await agent.configure_network(self.network.interfaces)
         except (TtrpcError, ConnectionError) as exc:
@@ -159,9 +162,10 @@ class Sandbox:
         self._vm_watch = asyncio.create_task(self._watch_vm(vm))
         if self.netns_path:
             self._start_port_forwarder()
-        log.info("sandbox %s: VM pid %d up (%s, accel=%s, channel=%s, guest kernel %s)",
+        log.info("sandbox %s: VM pid %d up (%s, accel=%s, channel=%s, stdio engines host=%s "
+                 "guest=%s, guest kernel %s)",
                  self.id, vm.pid, "cloned from a template" if self.restored else "cold boot",
-                 vm.accel, vm.channel, check.kernel_release)
+                 vm.accel, vm.channel, *self.io_engines, check.kernel_release)
 
     def _start_port_forwarder(self) -> None:
         """The CRI's PortForward dials into the pod's namespace: take it to the guest."""
@@ -215,9 +219,9 @@ class Sandbox:
         if self._ctl is not None:
             await self._ctl.close()
             self._ctl = None
-        if self.channel is not None:
-            await self.channel.close()
-            self.channel = None
+        if self.link is not None:
+            await self.link.close()
+            self.link = None
         vm, self.vm = self.vm, None
         if vm is not None:
             await vm.stop()

@@ -217,11 +217,11 @@ class TaskService:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
         init.timings["bundle_ready"] = time.monotonic()
-        assert sb.channel is not None
-        init.io.start_output(sb.channel, lambda n: _first_output(init))
+        assert sb.link is not None
+        init.io.start_output(sb.link, lambda n: _first_output(init))
         container.guest_pid = await agent.create_container(
             req.id, sb.guest_bundle(req.id), req.terminal, init.io.stream_ids)
-        init.io.start_input(sb.channel)
+        init.io.start_input(sb.link)
 
     def _sandbox_guest_pid(self, task_id: str, spec: dict[str, Any]) -> int:
         """The guest pid of the pod's sandbox container, whose namespaces a container joins."""
@@ -266,8 +266,8 @@ class TaskService:
         proc = Process(req.id, req.exec_id, req.stdin, req.stdout, req.stderr, req.terminal, io)
         container.execs[req.exec_id] = proc
         try:
-            assert self.sandbox.channel is not None
-            io.start_output(self.sandbox.channel)
+            assert self.sandbox.link is not None
+            io.start_output(self.sandbox.link)
             await agent.exec_process(req.id, req.exec_id, req.terminal, io.stream_ids,
                                      req.spec.value)
         except BaseException:
@@ -295,8 +295,8 @@ class TaskService:
             proc.timings["started"] = time.monotonic()
             proc.status = Status.RUNNING
             if req.exec_id:
-                assert self.sandbox.channel is not None
-                proc.io.start_input(self.sandbox.channel)
+                assert self.sandbox.link is not None
+                proc.io.start_input(self.sandbox.link)
                 self.exits.watch(container, proc)
                 self.events.publish("/tasks/exec-started", events_pb2.TaskExecStarted(
                     container_id=req.id, exec_id=req.exec_id, pid=self.sandbox.vm_pid))

@@ -3,7 +3,6 @@ wired to data-channel streams."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import stat
@@ -11,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from bulkhead_wire.stdio.channel import DataChannel
-from bulkhead_wire.stdio.pump import Progress, pump_stream_to_fd
+from bulkhead_wire.stdio.link import Pump, StreamLink
+from bulkhead_wire.stdio.pump import Progress
 
 from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
@@ -57,8 +56,8 @@ def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink |
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise StdioError(f"stdio FIFO {path}: {exc.strerror}") from None
-    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-        os.set_blocking(fd, True)
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.set_blocking(fd, True)  # a regular file is always ready; never EAGAIN
     return Sink(fd)
 
 
@@ -71,9 +70,9 @@ class ProcessIO:
     stderr: Sink | None = None
     logger: BinaryLogger | None = None
     stream_ids: tuple[int, int, int] = (0, 0, 0)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    output_tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    progress: dict[int, Progress] = field(default_factory=dict)  # per output stream
+    input_pump: Pump | None = None
+    output_pumps: list[Pump] = field(default_factory=list)
+    stdin_closed: bool = False  # CloseIO came (maybe before the input pump started)
 
     @classmethod
     async def open(cls, stdin: str, stdout: str, stderr: str, terminal: bool,
@@ -115,40 +114,44 @@ class ProcessIO:
         if stderr:
             self.stderr = Sink(self.logger.stderr_fd)
 
-    def start_output(self, channel: DataChannel,
+    @property
+    def progress(self) -> dict[int, Progress]:
+        """Per output stream, how far its sink got."""
+        return {pump.stream: pump.progress for pump in self.output_pumps}
+
+    def start_output(self, link: StreamLink,
                      on_data: Callable[[int], None] | None = None) -> None:
         """Begin copying guest output to the sinks (before the process can write)."""
         for sink, stream in ((self.stdout, self.stream_ids[1]), (self.stderr, self.stream_ids[2])):
             if sink is not None:
-                channel.inbound(stream)
-                progress = self.progress[stream] = Progress()
-                task = asyncio.create_task(pump_stream_to_fd(channel, stream, sink.fd, on_data,
-                                                             progress))
-                self.output_tasks.append(task)
+                self.output_pumps.append(link.receive_into(stream, sink.fd, on_data))
 
-    def start_input(self, channel: DataChannel) -> None:
+    def start_input(self, link: StreamLink) -> None:
         """Begin forwarding stdin (after the guest registered the stream)."""
-        if self.stdin is not None:
-            self.tasks.append(asyncio.create_task(self.stdin.pump(channel, self.stream_ids[0])))
+        if self.stdin is not None and self.input_pump is None:
+            self.input_pump = link.send_from(self.stream_ids[0], self.stdin.fd)
+            if self.stdin_closed:
+                self.input_pump.close_output()
 
     async def drain_output(self, marks: dict[int, int] | None = None) -> None:
         """Wait until the sinks took what marks say per stream (everything, to EOF, if None)."""
-        if marks is None:
-            if self.output_tasks:
-                await asyncio.gather(*self.output_tasks, return_exceptions=True)
-            return
-        for stream, progress in self.progress.items():
-            await progress.reach(marks.get(stream, 0))
+        for pump in self.output_pumps:
+            if marks is None:
+                await pump.wait()
+            else:
+                await pump.progress.reach(marks.get(pump.stream, 0))
 
     def close_stdin(self) -> None:
-        """CloseIO(stdin)."""
-        if self.stdin is not None:
-            self.stdin.close_input()
+        """CloseIO(stdin): what the FIFO holds now goes through, then EOF."""
+        self.stdin_closed = True
+        if self.input_pump is not None:
+            self.input_pump.close_output()
 
     async def close(self) -> None:
         """Stop copying, close every host fd (each once) and let a logger finish."""
-        for task in self.tasks + self.output_tasks:
-            task.cancel()
+        for pump in (self.input_pump, *self.output_pumps):
+            if pump is not None:
+                pump.cancel()
         if self.stdin is not None:
             self.stdin.close()
         fds: set[int] = set()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     import asyncio
+    import socket
 
 # File names inside VMConfig.state_dir; the sandbox and kill_stale() rely on them.
 PID_FILE = "qemu.pid"
@@ -69,10 +70,11 @@ class VMConfig:
 
 @dataclass
 class AgentLink:
-    """The two agent channels, each with its handshake already consumed."""
+    """The two agent channels, each with its handshake already consumed. The data channel
+    is a bare socket: the sandbox hands it to a stdio link (C engine or Python pumps)."""
 
     ctl: tuple[asyncio.StreamReader, asyncio.StreamWriter]
-    data: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    data: socket.socket
 
 
 class VirtualMachine(Protocol):

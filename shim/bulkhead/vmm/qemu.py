@@ -136,6 +136,7 @@ class QemuVM:
         self.timings: dict[str, float] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._writers: list[asyncio.StreamWriter] = []
+        self._sockets: list[socket.socket] = []
         self._pending: list[str] = []
         self._started = False
         self._stop_requested = False
@@ -167,10 +168,14 @@ class QemuVM:
         await self._terminate(timeout)
 
     def hang_up(self) -> None:
-        """Close the host ends of the agent channels; QEMU and the guest keep running."""
+        """Close the host ends of the agent channels; QEMU and the guest keep running (a data
+        socket a stdio link took over is the link's to close: it is detached, and skipped)."""
         for writer in self._writers:
             writer.close()
         self._writers.clear()
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
 
     async def _terminate(self, timeout: float = 3.0) -> None:
         """Make sure QEMU is dead and reaped and its runtime files are gone."""
@@ -401,25 +406,39 @@ class QemuVM:
         """Connect both channels concurrently and consume the agent's magic on each."""
         self._pending = ["ctl", "data"]
         ctl, data = await asyncio.gather(self._open_channel("ctl"), self._open_channel("data"))
-        return AgentLink(ctl=ctl, data=data)
-
-    async def _open_channel(self, role: str
-                            ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        """Connect one channel right away (the guest drops early host data) and read the magic."""
-        if self.channel == "serial":
-            path = str(self.config.state_dir / SOCKET_FILES[role])
-            reader, writer = await asyncio.open_unix_connection(path, limit=STREAM_LIMIT)
-        else:
-            reader, writer = await vsock.connect(self.cid, VSOCK_PORTS[role])
+        self._sockets.remove(ctl)  # from here on its StreamWriter closes it
+        reader, writer = await asyncio.open_connection(sock=ctl, limit=STREAM_LIMIT)
         self._writers.append(writer)
+        return AgentLink(ctl=(reader, writer), data=data)
+
+    async def _open_channel(self, role: str) -> socket.socket:
+        """Connect one channel right away (the guest drops early host data) and read the magic
+        byte by byte off the socket, so nothing after it is buffered anywhere but the kernel."""
+        loop = asyncio.get_running_loop()
+        if self.channel == "serial":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.setblocking(False)
+            try:
+                await loop.sock_connect(sock, str(self.config.state_dir / SOCKET_FILES[role]))
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            sock = await vsock.connect(self.cid, VSOCK_PORTS[role])
+        self._sockets.append(sock)
         self.timings[f"{role}_connected"] = time.monotonic()
-        magic = await reader.readexactly(len(MAGIC))
+        magic = b""
+        while len(magic) < len(MAGIC):
+            chunk = await loop.sock_recv(sock, len(MAGIC) - len(magic))
+            if not chunk:
+                raise ConnectionResetError(f"{self._port_name(role)} closed during the handshake")
+            magic += chunk
         if magic != MAGIC:
             raise VMError(f"agent on {self._port_name(role)} of VM {self.config.name} sent "
                           f"{magic!r} instead of the handshake {MAGIC!r}")
         self.timings[f"{role}_ready"] = time.monotonic()
         self._pending.remove(role)
-        return reader, writer
+        return sock
 
     # -- messages ------------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ CID_MIN = 3
 CID_SPAN = 1 << 20  # candidates are drawn from [CID_MIN, CID_MIN + CID_SPAN)
 CTL_PORT = 1024
 DATA_PORT = 1025
-STREAM_LIMIT = 1 << 20
 _RETRYABLE = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ENODEV, errno.ETIMEDOUT,
               errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 
@@ -81,9 +80,9 @@ def reserve_cid(seed: int, device: Path = VHOST_VSOCK_DEVICE, attempts: int = 64
     raise CIDUnavailable(errno.EADDRINUSE, f"no free guest CID on {device} after {attempts} tries")
 
 
-async def connect(cid: int, port: int, attempt_timeout: float = 1.0
-                  ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Dial cid:port until the guest listens; the caller bounds the whole wait."""
+async def connect(cid: int, port: int, attempt_timeout: float = 1.0) -> socket.socket:
+    """Dial cid:port until the guest listens (a connected non-blocking socket); the caller
+    bounds the whole wait."""
     delay = 0.01
     while True:
         try:
@@ -94,7 +93,7 @@ async def connect(cid: int, port: int, attempt_timeout: float = 1.0
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
             continue
-        return await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
+        return sock
 
 
 async def _dial_once(cid: int, port: int, timeout: float) -> socket.socket:

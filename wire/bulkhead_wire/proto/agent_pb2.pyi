@@ -203,7 +203,7 @@ class RemoveContainerRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class SetupSandboxRequest(_message.Message):
-    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share", "sysctls")
+    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share", "sysctls", "io_engine")
     class SysctlsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -216,12 +216,20 @@ class SetupSandboxRequest(_message.Message):
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
     MOUNT_SHARE_FIELD_NUMBER: _ClassVar[int]
     SYSCTLS_FIELD_NUMBER: _ClassVar[int]
+    IO_ENGINE_FIELD_NUMBER: _ClassVar[int]
     entropy: bytes
     wall_clock: _timestamp_pb2.Timestamp
     hostname: str
     mount_share: bool
     sysctls: _containers.ScalarMap[str, str]
-    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ..., sysctls: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    io_engine: str
+    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ..., sysctls: _Optional[_Mapping[str, str]] = ..., io_engine: _Optional[str] = ...) -> None: ...
+
+class SetupSandboxResponse(_message.Message):
+    __slots__ = ("io_engine",)
+    IO_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    io_engine: str
+    def __init__(self, io_engine: _Optional[str] = ...) -> None: ...
 
 class PodAddress(_message.Message):
     __slots__ = ("ip", "prefix_len")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,10 @@ def available() -> bool:
 
 class EngineError(Exception):
     """The engine could not be created, or a stream could not be added."""
+
+
+class EngineClosed(EngineError):
+    """The data channel is closed: no stream can be added any more."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,8 @@ class CopyEngine:
         rc = lib.ce_add(self._handle(), stream, direction, fd)
         if rc:
             what = "output" if direction == OUT else "input"
-            raise EngineError(f"stream {stream} ({what}, fd {fd}): {os.strerror(rc)}")
+            error = EngineClosed if rc == errno.EPIPE else EngineError
+            raise error(f"stream {stream} ({what}, fd {fd}): {os.strerror(rc)}")
         progress = progress or Progress()
         self._progress[(stream, direction)] = progress
         return progress
@@ -111,6 +117,10 @@ class CopyEngine:
     def close_output(self, stream: int) -> None:
         """CloseIO: forward what the fd holds now, then EOF (no-op for an unknown stream)."""
         lib.ce_close_output(self._handle(), stream)
+
+    def abort_output(self, stream: int) -> None:
+        """Cancel an OUT stream: read no more, send its EOF now (no-op for an unknown one)."""
+        lib.ce_abort_output(self._handle(), stream)
 
     def remove(self, stream: int, direction: int) -> None:
         """Forget a stream (the engine closes its dup of the fd); no-op if unknown."""

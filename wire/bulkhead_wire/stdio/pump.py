@@ -1,4 +1,10 @@
-"""Copy loops between non-blocking file descriptors and data-channel streams."""
+"""Copy loops between non-blocking file descriptors and data-channel streams (the Python engine).
+
+A source pipe or FIFO gives read() == 0 both before any writer connected and after the last one
+left; only the second is EOF. Linux tells them apart with POLLHUP (set once a writer came and
+went), which matters for containerd's stdin FIFO: its client may open its end after we open ours,
+and may close it without ever calling CloseIO. The C engine applies the same rule.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,8 @@ import asyncio
 import contextlib
 import errno
 import os
+import select
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,6 +67,13 @@ async def write_fd(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def hung_up(fd: int) -> bool:
+    """True once every writer that connected to the FIFO has closed it."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & select.POLLHUP for _, ev in poller.poll(0))
+
+
 @dataclass
 class Progress:
     """How far a pump got, so an exit can wait for exactly its process's bytes, not for an EOF
@@ -67,11 +82,15 @@ class Progress:
     taken: int = 0  # bytes read from the source
     done: int = 0  # bytes passed on: sent on the stream, or written to (or dropped for) the sink
     finished: bool = False
+    error: str = ""  # why the pump stopped early ("" if it did not)
+    listener: Callable[[int], None] | None = field(default=None, repr=False)  # gets each advance
     _changed: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def advance(self, n: int) -> None:
         self.done += n
         self._changed.set()
+        if self.listener is not None:
+            self.listener(n)
 
     def finish(self) -> None:
         self.finished = True
@@ -83,15 +102,36 @@ class Progress:
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_finished(self) -> None:
+        """Return once the pump ended (EOF passed on, or it stopped)."""
+        while not self.finished:
+            self._changed.clear()
+            await self._changed.wait()
+
+
+@dataclass
+class CloseSignal:
+    """CloseIO for an output pump: forward what the fd holds now, then EOF."""
+
+    closing: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    def close(self) -> None:
+        self.closing = True
+        self._wake.set()
+
 
 async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int,
-                            progress: Progress | None = None) -> None:
-    """Send everything read from fd until EOF, then the stream's EOF frame."""
+                            progress: Progress | None = None,
+                            close: CloseSignal | None = None) -> None:
+    """Send everything read from fd until EOF (FIFO rule above) or CloseIO, then EOF."""
     progress = progress or Progress()
+    close = close or CloseSignal()
+    fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
     try:
         while True:
-            data = await read_fd(fd)
-            if not data:
+            data = await _read_or_wait(fd, fifo, close)
+            if data is None:
                 break
             progress.taken += len(data)
             await channel.send(stream, data)
@@ -102,8 +142,38 @@ async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int,
         progress.finish()
 
 
+async def _read_or_wait(fd: int, fifo: bool, close: CloseSignal) -> bytes | None:
+    """The next chunk of fd, None at its EOF or once CloseIO found it empty."""
+    while True:
+        try:
+            data = os.read(fd, MAX_CHUNK)
+        except BlockingIOError:
+            data = None
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a pty master whose last slave fd closed
+                return None
+            raise
+        if data:
+            return data
+        if close.closing or (data == b"" and (not fifo or hung_up(fd))):
+            return None
+        await _readable_or_closed(fd, close)
+
+
+async def _readable_or_closed(fd: int, close: CloseSignal) -> None:
+    """Wait for data, for the last writer to leave, or for CloseIO."""
+    close._wake.clear()
+    readable = asyncio.ensure_future(wait_fd(fd, writable=False))
+    closed = asyncio.ensure_future(close._wake.wait())
+    try:
+        await asyncio.wait({readable, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in (readable, closed):
+            fut.cancel()
+        await asyncio.gather(readable, closed, return_exceptions=True)
+
+
 async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,
-                            on_data: Callable[[int], None] | None = None,
                             progress: Progress | None = None) -> None:
     """Write a stream into fd until its EOF, granting credit only once bytes are written.
 
@@ -117,8 +187,6 @@ async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,
             chunk = await channel.read(stream)
             if not chunk:
                 return
-            if on_data is not None:
-                on_data(len(chunk))
             if not sink_gone:
                 try:
                     await write_fd(fd, chunk)
