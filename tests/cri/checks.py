@@ -708,6 +708,38 @@ def check_many_short_logs(env: CriEnv, handler: str, count: int = SHORT_LIVED) -
     assert not short, f"{len(short)} of {count} logs incomplete:\n  " + "\n  ".join(short[:20])
 
 
+SEQ_BYTES = len("".join(f"{i}\n" for i in range(1, 5001)).encode())  # `seq 1 5000`
+# (command, exit code, stderr): runs to the end, exits at once after writing, killed right
+# after writing, and replaced by the writer itself.
+SHORT_VARIANTS = (("seq 1 5000; echo done >&2", 0, b"done"),
+                  ("seq 1 5000; echo done >&2; exit 3", 3, b"done"),
+                  ("seq 1 5000; echo done >&2; kill -9 $$", 137, b"done"),
+                  ("exec seq 1 5000", 0, b""))
+
+
+def check_short_lived_byte_counts(env: CriEnv, handler: str, count: int = 500) -> None:
+    """count containers in one pod, each writing 5000 numbers to stdout and a word to stderr
+    and ending at once (exit, exit code, SIGKILL, exec): every byte of both streams is in the
+    container's log, counted exactly. Each container is removed once checked."""
+    client = env.client
+    lost = []
+    with running_pod(env, handler, "bytecount") as pod:
+        began = time.monotonic()
+        for k in range(count):
+            script, code, err = SHORT_VARIANTS[k % len(SHORT_VARIANTS)]
+            cid = start(env, pod, f"count{k:03d}", ["sh", "-c", script])
+            status = client.wait_container(cid, timeout=READY_TIMEOUT)
+            records = logs.read(status.log_path)
+            out_bytes = sum(len(line) + 1 for line in logs.lines(records, "stdout"))
+            got_err = b"\n".join(logs.lines(records, "stderr"))
+            if (status.exit_code, out_bytes, got_err) != (code, SEQ_BYTES, err):
+                lost.append(f"{k} ({script!r}): exit {status.exit_code} (want {code}), stdout "
+                            f"{out_bytes} of {SEQ_BYTES} bytes, stderr {got_err!r}")
+            client.remove_container(cid)
+        print(f"{count} containers in {time.monotonic() - began:.1f} s")
+    assert not lost, f"{len(lost)} of {count} lost output:\n  " + "\n  ".join(lost[:20])
+
+
 # --- pods in parallel --------------------------------------------------------------------------
 
 PARALLEL_PODS = 5

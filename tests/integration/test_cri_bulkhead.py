@@ -145,6 +145,10 @@ def test_many_short_lived_containers_log(env: CriEnv, handler: str) -> None:
     checks.check_many_short_logs(env, handler)
 
 
+def test_short_lived_containers_lose_no_byte(env: CriEnv, handler: str) -> None:
+    checks.check_short_lived_byte_counts(env, handler)
+
+
 def test_parallel_pods(env: CriEnv, handler: str) -> None:
     checks.check_parallel_pods(env, handler)
 

@@ -35,6 +35,22 @@ class ProtocolError(Exception):
     """The peer broke the framing or the credit rules."""
 
 
+def check_header(stream: int, kind: int, length: int) -> None:
+    """Judge a frame by its header, before its payload is awaited (the C parser's rules)."""
+    if kind == KIND_DATA:
+        if length > MAX_CHUNK:
+            raise ProtocolError(f"DATA frame of {length} bytes on stream {stream} "
+                                f"(at most {MAX_CHUNK})")
+    elif kind == KIND_EOF:
+        if length:
+            raise ProtocolError(f"EOF frame with a {length}-byte payload on stream {stream}")
+    elif kind == KIND_CREDIT:
+        if length != CREDIT.size:
+            raise ProtocolError(f"CREDIT frame with a {length}-byte payload (must be 4)")
+    else:
+        raise ProtocolError(f"unknown frame kind {kind} on stream {stream}")
+
+
 def encode_frame(stream: int, kind: int, payload: bytes = b"") -> bytes:
     """Serialize one data-channel frame."""
     return HEADER.pack(stream, kind, len(payload)) + payload
@@ -90,6 +106,10 @@ class DataChannel:
             self._credit[stream] = credit - n
             await self._write(encode_frame(stream, KIND_DATA, bytes(view[:n])))
             view = view[n:]
+
+    def open_output(self, stream: int) -> None:
+        """Register a stream we will send on: its credit is counted (and checked) from now."""
+        self._credit.setdefault(stream, self._window)
 
     async def send_eof(self, stream: int) -> None:
         """Tell the peer no more data follows on this stream."""
@@ -157,18 +177,25 @@ class DataChannel:
         return b""
 
     async def _receive_loop(self) -> None:
-        """Dispatch incoming frames to stream buffers and credit counters."""
+        """Dispatch incoming frames to stream buffers and credit counters; a frame that breaks
+        the rules closes the channel with the reason in the log (as the C engine does)."""
         reason = "closed by peer"
         try:
             while True:
-                header = await self._reader.readexactly(HEADER.size)
+                try:
+                    header = await self._reader.readexactly(HEADER.size)
+                except asyncio.IncompleteReadError as exc:
+                    if exc.partial:
+                        raise ProtocolError("truncated frame header") from None
+                    break
                 stream, kind, length = HEADER.unpack(header)
-                if length > max(MAX_CHUNK, CREDIT.size):
-                    raise ProtocolError(f"frame of {length} bytes on stream {stream}")
-                payload = await self._reader.readexactly(length) if length else b""
+                check_header(stream, kind, length)
+                try:
+                    payload = await self._reader.readexactly(length) if length else b""
+                except asyncio.IncompleteReadError as exc:
+                    raise ProtocolError(f"truncated frame: got {len(exc.partial)} of "
+                                        f"{length} payload bytes") from None
                 self._dispatch(stream, kind, payload)
-        except asyncio.IncompleteReadError:
-            pass
         except (ConnectionError, ProtocolError) as exc:
             reason = str(exc)
             log.error("data channel: %s", exc)
@@ -176,9 +203,11 @@ class DataChannel:
             self._mark_closed(reason)
 
     def _dispatch(self, stream: int, kind: int, payload: bytes) -> None:
-        """Apply one frame."""
+        """Apply one frame (its header already checked)."""
         if kind == KIND_DATA:
             box = self.inbound(stream)
+            if box.eof:
+                raise ProtocolError(f"DATA after EOF on stream {stream}")
             if box.buffered + len(payload) > self._window:
                 raise ProtocolError(f"stream {stream} exceeded its credit window")
             box.chunks.append(payload)
@@ -186,16 +215,21 @@ class DataChannel:
             box.ready.set()
         elif kind == KIND_EOF:
             box = self.inbound(stream)
+            if box.eof:
+                raise ProtocolError(f"second EOF on stream {stream}")
             box.eof = True
             box.ready.set()
-        elif kind == KIND_CREDIT:
+        else:
             (n,) = CREDIT.unpack(payload)
-            self._credit[stream] = self._credit.setdefault(stream, self._window) + n
+            if stream not in self._credit:
+                return  # late credit for a stream that ended (or never sent): ignored
+            credit = self._credit[stream] + n
+            if credit > self._window:
+                raise ProtocolError(f"credit overflow on stream {stream} (have + {n} > window)")
+            self._credit[stream] = credit
             event = self._credit_changed.get(stream)
             if event is not None:
                 event.set()
-        else:
-            raise ProtocolError(f"unknown frame kind {kind} on stream {stream}")
 
     def _mark_closed(self, reason: str) -> None:
         """Wake every waiter: readers see EOF, senders see ChannelClosed."""

@@ -130,7 +130,7 @@ async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int,
     fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
     try:
         while True:
-            data = await _read_or_wait(fd, fifo, close)
+            data = await _read_or_wait(fd, fifo, close, channel.closed_event)
             if data is None:
                 break
             progress.taken += len(data)
@@ -142,8 +142,10 @@ async def pump_fd_to_stream(channel: DataChannel, fd: int, stream: int,
         progress.finish()
 
 
-async def _read_or_wait(fd: int, fifo: bool, close: CloseSignal) -> bytes | None:
-    """The next chunk of fd, None at its EOF or once CloseIO found it empty."""
+async def _read_or_wait(fd: int, fifo: bool, close: CloseSignal,
+                        channel_closed: asyncio.Event) -> bytes | None:
+    """The next chunk of fd, None at its EOF or once CloseIO found it empty; ChannelClosed
+    once the channel is gone (nothing could be sent anyway)."""
     while True:
         try:
             data = os.read(fd, MAX_CHUNK)
@@ -157,20 +159,23 @@ async def _read_or_wait(fd: int, fifo: bool, close: CloseSignal) -> bytes | None
             return data
         if close.closing or (data == b"" and (not fifo or hung_up(fd))):
             return None
-        await _readable_or_closed(fd, close)
+        if channel_closed.is_set():
+            raise ChannelClosed("data channel closed")
+        await _readable_or_closed(fd, close, channel_closed)
 
 
-async def _readable_or_closed(fd: int, close: CloseSignal) -> None:
-    """Wait for data, for the last writer to leave, or for CloseIO."""
+async def _readable_or_closed(fd: int, close: CloseSignal, channel_closed: asyncio.Event) -> None:
+    """Wait for data, for the last writer to leave, for CloseIO or for the channel to close."""
     close._wake.clear()
-    readable = asyncio.ensure_future(wait_fd(fd, writable=False))
-    closed = asyncio.ensure_future(close._wake.wait())
+    waits = [asyncio.ensure_future(wait_fd(fd, writable=False)),
+             asyncio.ensure_future(close._wake.wait()),
+             asyncio.ensure_future(channel_closed.wait())]
     try:
-        await asyncio.wait({readable, closed}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for fut in (readable, closed):
+        for fut in waits:
             fut.cancel()
-        await asyncio.gather(readable, closed, return_exceptions=True)
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def pump_stream_to_fd(channel: DataChannel, stream: int, fd: int,

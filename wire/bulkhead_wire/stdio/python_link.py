@@ -96,6 +96,7 @@ class PythonLink(StreamLink):
         self.closed_event.set()
 
     def send_from(self, stream: int, fd: int) -> Pump:
+        self.channel.open_output(stream)
         close = CloseSignal()
         pump = PythonPump(stream, os.dup(fd), Progress(), close, lambda: self._eof(stream))
         return self._run(pump, pump_fd_to_stream(self.channel, pump.fd, stream, pump.progress,
