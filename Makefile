@@ -5,6 +5,8 @@
 #   make test      lint + the whole test suite
 #   make lint      ruff + mypy
 #   make bench-pods  pods through CRI, Bulkhead vs runc (BENCH_ARGS="-n 5 ..."; needs `install`)
+#   make bench-stdio stdio throughput, runc vs Bulkhead's C and Python engines
+#                  (BENCH_ARGS="--size-mib 64 ..."; needs `install`)
 #   make clean     remove build artefacts from the work tree (not what `install` installed)
 
 SHELL := /bin/bash
@@ -30,7 +32,7 @@ SRC_INPUTS  := pyproject.toml setup.py shim guest-agent wire cffi_build proto RE
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
 
 .PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \
-        bench-pods
+        bench-pods bench-stdio
 
 install: deps venv package links demo-image guest-image template
 
@@ -120,6 +122,11 @@ lint: package
 # (bench/pods.py; figures only). Runs against what is installed: it installs nothing itself.
 bench-pods:
 	$(PY) bench/pods.py $(BENCH_ARGS)
+
+# stdout and stdin throughput of `ctr run` containers and the CPU they cost the shim, runc vs
+# Bulkhead with io_engine c and python (bench/stdio_throughput.py; figures only). Installs nothing.
+bench-stdio:
+	$(PY) bench/stdio_throughput.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis out

@@ -15,18 +15,17 @@ import contextlib
 import ipaddress
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.devenv.demo import DEMO_IMAGE, DEMO_IMAGE_TAR
+from interrupts import interrupts_raise, uninterrupted
 
 TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
 if str(TESTS_DIR) not in sys.path:
@@ -162,32 +161,6 @@ def time_to_first_line(bench: CriBench, handler: str, name: str) -> tuple[Pod, f
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
-
-
-@contextlib.contextmanager
-def signal_handlers(signals: tuple[signal.Signals, ...],
-                    handler: Callable[[int, FrameType | None], None]) -> Iterator[None]:
-    """handler for these signals during the block; the previous handlers afterwards."""
-    saved = {s: signal.signal(s, handler) for s in signals}
-    try:
-        yield
-    finally:
-        for s, previous in saved.items():
-            signal.signal(s, previous)
-
-
-def interrupts_raise() -> contextlib.AbstractContextManager[None]:
-    """SIGTERM (and SIGHUP) raise KeyboardInterrupt like Ctrl-C does, so `finally` blocks run."""
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-    return signal_handlers((signal.SIGTERM, signal.SIGHUP), interrupt)
-
-
-def uninterrupted(what: str) -> contextlib.AbstractContextManager[None]:
-    """Cleanup that Ctrl-C or SIGTERM must not cut short: they only print that it is under way."""
-    def notice(signum: int, frame: FrameType | None) -> None:
-        print(f"  ({signal.Signals(signum).name} ignored: {what} under way)", flush=True)
-    return signal_handlers((signal.SIGINT, signal.SIGTERM, signal.SIGHUP), notice)
 
 
 @contextlib.contextmanager

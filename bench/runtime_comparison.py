@@ -13,9 +13,15 @@ from pathlib import Path
 
 from bulkhead.devenv.containerd import ContainerdError, PrivateContainerd
 from bulkhead.devenv.demo import DEMO_IMAGE_TAR
+from interrupts import interrupts_raise, uninterrupted
 
 BULKHEAD = "io.containerd.bulkhead.v2"
-COLD_CONFIG = Path("/run/bulkhead-bench/cold.toml")  # written while a bench runs
+CONFIG_DIR = Path("/run/bulkhead-bench")  # Bulkhead config files, written while a bench runs
+COLD_CONFIG = CONFIG_DIR / "cold.toml"
+C_ENGINE_CONFIG = CONFIG_DIR / "io-c.toml"
+PYTHON_ENGINE_CONFIG = CONFIG_DIR / "io-python.toml"
+CONFIGS = {COLD_CONFIG: 'boot = "cold"\n', C_ENGINE_CONFIG: 'io_engine = "c"\n',
+           PYTHON_ENGINE_CONFIG: 'io_engine = "python"\n'}
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,15 @@ class Runtime:
 
 RUNTIMES = {r.name: r for r in (Runtime("runc", "io.containerd.runc.v2"),
                                 Runtime("bulkhead", BULKHEAD),
-                                Runtime("bulkhead-cold", BULKHEAD, str(COLD_CONFIG)))}
+                                Runtime("bulkhead-cold", BULKHEAD, str(COLD_CONFIG)),
+                                Runtime("bulkhead-c", BULKHEAD, str(C_ENGINE_CONFIG)),
+                                Runtime("bulkhead-python", BULKHEAD, str(PYTHON_ENGINE_CONFIG)))}
 Measure = Callable[[PrivateContainerd, Runtime, int], list[float]]
 
 
 def add_runtimes_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """--runtimes runc,bulkhead,bulkhead-cold (bulkhead clones VMs from a template)."""
+    """--runtimes runc,bulkhead,... (bulkhead clones VMs from a template; bulkhead-cold boots
+    each VM; bulkhead-c and bulkhead-python pin the stdio engine, io_engine)."""
     parser.add_argument("--runtimes", default=default,
                         help=f"comma-separated, from {', '.join(RUNTIMES)} (default {default})")
 
@@ -59,15 +68,21 @@ def selected(arg: str) -> dict[str, Runtime]:
 
 @contextlib.contextmanager
 def bench_containerd(version: str) -> Iterator[PrivateContainerd]:
-    """A private containerd with the demo image imported; stopping it removes all it ran."""
-    COLD_CONFIG.parent.mkdir(parents=True, exist_ok=True)
-    COLD_CONFIG.write_text('boot = "cold"\n')
-    try:
-        with PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=version) as ctd:
+    """A private containerd with the demo image imported; stopping it removes all it ran, also
+    after Ctrl-C or SIGTERM (a second one cannot cut that short)."""
+    ctd = PrivateContainerd(name=f"bench-{secrets.token_hex(3)}", version=version)
+    with interrupts_raise():
+        try:
+            CONFIG_DIR.mkdir(parents=True, exist_ok=True)
+            for path, text in CONFIGS.items():
+                path.write_text(text)
+            ctd.start()
             ctd.import_image(DEMO_IMAGE_TAR)
             yield ctd
-    finally:
-        shutil.rmtree(COLD_CONFIG.parent, ignore_errors=True)
+        finally:
+            with uninterrupted("stopping containerd"):
+                ctd.stop()
+                shutil.rmtree(CONFIG_DIR, ignore_errors=True)
 
 
 def new_container_id() -> str:
