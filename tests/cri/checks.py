@@ -667,7 +667,7 @@ def check_termination_message(env: CriEnv, handler: str, host_dir: Path) -> None
 
 # --- many short-lived containers ---------------------------------------------------------------
 
-SHORT_LIVED = 200  # containers in one pod, each printing LOG_LINES and exiting at once
+SHORT_LIVED = 100  # containers in one pod, each printing LOG_LINES and exiting at once
 LOG_LINES = 40  # lines per container, half on stdout, half on stderr
 LOG_PAD = 80  # filler per line: ~4 KiB per container
 SHORT_LIVED_CALLERS = 1  # concurrent Create+StartContainer calls: more only slow 2 TCG cores
