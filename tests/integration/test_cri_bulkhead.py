@@ -146,7 +146,8 @@ def test_many_short_lived_containers_log(env: CriEnv, handler: str) -> None:
 
 
 def test_short_lived_containers_lose_no_byte(env: CriEnv, handler: str) -> None:
-    checks.check_short_lived_byte_counts(env, handler)
+    """500 for Bulkhead (issue 8's count); runc is the baseline that the checks are right."""
+    checks.check_short_lived_byte_counts(env, handler, 500 if handler == "bulkhead" else 100)
 
 
 def test_parallel_pods(env: CriEnv, handler: str) -> None:
