@@ -65,7 +65,7 @@ class PythonPump(Pump):
             if not self.started:
                 self._coro.close()  # never ran: nothing to unwind
                 if self._unstarted_eof is not None:
-                    asyncio.ensure_future(self._unstarted_eof())
+                    self.task = asyncio.ensure_future(self._unstarted_eof())
         self.progress.finish()
 
 
@@ -79,7 +79,7 @@ class PythonLink(StreamLink):
         self.channel = channel
         self._pumps: set[PythonPump] = set()
         channel.start()
-        asyncio.ensure_future(self._watch_close())
+        self._watcher = asyncio.ensure_future(self._watch_close())  # held: tasks are weak
 
     @classmethod
     async def on_socket(cls, sock: socket.socket, window: int = WINDOW) -> PythonLink:
@@ -127,6 +127,7 @@ class PythonLink(StreamLink):
         self._pumps.clear()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.channel.close()
+        self._watcher.cancel()
         self.closed_event.set()
 
 
