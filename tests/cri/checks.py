@@ -715,7 +715,8 @@ SHORT_VARIANTS = (("seq 1 5000; echo done >&2", 0, b"done"),
                   ("seq 1 5000; echo done >&2; exit 3", 3, b"done"),
                   # (PID 1 of the container ignores a SIGKILL from inside: a child shell, not
                   # exec'd by the outer one thanks to the `exit $?`, kills itself)
-                  ("sh -c 'seq 1 5000; echo done >&2; kill -9 $$'; exit $?", 137, b"done"),
+                  ("sh -c 'seq 1 5000; echo done >&2; kill -9 $$'; exit $?", 137,
+                   b"done\nKilled"),  # the outer shell reports the child's death
                   ("exec seq 1 5000", 0, b""))
 
 
