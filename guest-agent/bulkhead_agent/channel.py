@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bulkhead_wire.stdio.channel import MAGIC
-from bulkhead_wire.stdio.engines import open_fd_link, open_link
+from bulkhead_wire.stdio.engines import open_link
 from bulkhead_wire.stdio.link import StreamLink
 from bulkhead_wire.stdio.pump import wait_fd
 from bulkhead_wire.stdio.python_link import fd_streams
@@ -75,11 +75,9 @@ class Link:
 
     async def stdio_link(self, engine: str) -> StreamLink:
         """Take the link over as the data channel's stdio link; its owner closes it."""
-        if self.sock is not None:
-            sock, self.sock = self.sock, None
-            return await open_link(sock, engine, self.name)
-        fd, self.fd = self.fd, -1
-        return await open_fd_link(fd, engine, self.name)
+        channel: socket.socket | int = self.sock if self.sock is not None else self.fd
+        self.sock, self.fd = None, -1
+        return await open_link(channel, engine, self.name)
 
     def close(self) -> None:
         """Close what is still held (idempotent)."""

@@ -54,27 +54,23 @@ def shim_pids() -> set[int]:
     return {p.pid for p in processes() if is_bulkhead_shim(p)}
 
 
-def peak_rss(pid: int) -> int:
-    """VmHWM of a host process, bytes."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
+def memory_fields(status_text: str) -> dict[str, int]:
+    """VmRSS, VmHWM, ... of a /proc/PID/status text, in bytes."""
+    return {key: int(value.split()[0]) * 1024
+            for key, _, value in (line.partition(":") for line in status_text.splitlines())
+            if key.startswith("Vm") and value.strip().endswith("kB")}
 
 
-def current_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
+def host_memory(pid: int) -> dict[str, int]:
+    """The memory fields of a host process."""
+    return memory_fields(Path(f"/proc/{pid}/status").read_text())
 
 
-def agent_memory(ctd: PrivateContainerd, cid: str) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of the guest agent (PID 1 of the VM), read through an exec."""
+def agent_memory(ctd: PrivateContainerd, cid: str) -> dict[str, int]:
+    """The memory fields of the guest agent (PID 1 of the VM), read through an exec."""
     res = exec_(ctd, cid, "cat", "/proc/1/status")
     assert res.returncode == 0, res.stderr
-    fields = dict(line.split(":", 1) for line in res.stdout.splitlines() if ":" in line)
-    return (int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024)
+    return memory_fields(res.stdout)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -110,9 +106,10 @@ def test_one_gib_to_a_slow_reader_arrives_whole_with_bounded_memory(
                 shims = shim_pids() - before
                 assert len(shims) == 1, shims
                 shim = shims.pop()
-                shim_idle = current_rss(shim)
+                shim_idle = host_memory(shim)["VmRSS"]
             if total >= next_sample:  # the shim's peak so far (it is gone once ctr returns)
-                shim_peak, next_sample = max(shim_peak, peak_rss(shim)), total + (64 << 20)
+                shim_peak = max(shim_peak, host_memory(shim)["VmHWM"])
+                next_sample = total + (64 << 20)
             if total < SLOW_PART:
                 time.sleep(0.005)  # ~13 MiB/s: far slower than the guest writes
         err = proc.stderr.read()
@@ -133,14 +130,14 @@ def test_agent_memory_stays_bounded_under_backpressure(ctd: PrivateContainerd,
     """An exec writes 256 MiB to a reader that does not read for a while: the agent's peak
     memory grows by less than the bound, as the credits stop the writer."""
     with detached(ctd, demo_image, "sleep", "600", opts=engine_config(tmp_path, engine)) as cid:
-        idle_rss, _ = agent_memory(ctd, cid)
+        idle_rss = agent_memory(ctd, cid)["VmRSS"]
         argv = ctd.ctr_argv("task", "exec", "--exec-id", uid("x"), cid, "sh", "-c",
                             "head -c 268435456 /dev/zero")
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         assert proc.stdout is not None
         try:
             time.sleep(3)  # the writer fills every buffer on the way and stalls
-            stalled_rss, _ = agent_memory(ctd, cid)
+            stalled_rss = agent_memory(ctd, cid)["VmRSS"]
             total = 0
             while chunk := os.read(proc.stdout.fileno(), 1 << 20):
                 total += len(chunk)
@@ -149,7 +146,7 @@ def test_agent_memory_stays_bounded_under_backpressure(ctd: PrivateContainerd,
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-        _, peak = agent_memory(ctd, cid)
+        peak = agent_memory(ctd, cid)["VmHWM"]
     assert total == 256 << 20
     assert stalled_rss - idle_rss < MEMORY_GROWTH_LIMIT, (idle_rss, stalled_rss)
     assert peak - idle_rss < MEMORY_GROWTH_LIMIT, (idle_rss, peak)

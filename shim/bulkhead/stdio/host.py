@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from bulkhead_wire.stdio.link import Pump, StreamLink
-from bulkhead_wire.stdio.pump import Progress
 
 from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
@@ -113,11 +112,6 @@ class ProcessIO:
         self.stdout = Sink(self.logger.stdout_fd)
         if stderr:
             self.stderr = Sink(self.logger.stderr_fd)
-
-    @property
-    def progress(self) -> dict[int, Progress]:
-        """Per output stream, how far its sink got."""
-        return {pump.stream: pump.progress for pump in self.output_pumps}
 
     def start_output(self, link: StreamLink,
                      on_data: Callable[[int], None] | None = None) -> None:

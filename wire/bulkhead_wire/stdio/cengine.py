@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,10 +176,15 @@ class CopyEngine:
 
     # -- asyncio ---------------------------------------------------------------------------
 
-    def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Update the streams' Progress (and closed_event) from the running loop."""
+    def attach(self, loop: asyncio.AbstractEventLoop | None = None,
+               after: Callable[[list[StreamStatus]], None] | None = None) -> None:
+        """Update the streams' Progress (and closed_event) from the running loop; `after`
+        then gets each batch of statuses. close() detaches."""
         self._loop = loop or asyncio.get_running_loop()
-        self._loop.add_reader(self.notify_fd, self.dispatch)
+        if after is None:
+            self._loop.add_reader(self.notify_fd, self.dispatch)
+        else:
+            self._loop.add_reader(self.notify_fd, lambda: after(self.dispatch()))
 
     def dispatch(self) -> list[StreamStatus]:
         """Poll, and apply what changed to the Progress objects; returns the statuses."""

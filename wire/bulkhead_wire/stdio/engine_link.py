@@ -3,7 +3,6 @@ event loop only hears about progress (through the engine's notify fd), never per
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import logging
@@ -16,6 +15,7 @@ from bulkhead_wire.stdio.cengine import (
     CopyEngine,
     EngineClosed,
     EngineError,
+    StreamStatus,
 )
 from bulkhead_wire.stdio.channel import WINDOW
 from bulkhead_wire.stdio.link import LinkError, Pump, StreamLink
@@ -71,8 +71,7 @@ class EngineLink(StreamLink):
             self.copy_engine.start()
         except EngineError as exc:
             raise LinkError(f"C copy engine: {exc}") from None
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self.copy_engine.notify_fd, self._dispatch)
+        self.copy_engine.attach(after=self._after_dispatch)
 
     def send_from(self, stream: int, fd: int) -> Pump:
         return self._add(stream, OUT, fd, Progress())
@@ -95,12 +94,9 @@ class EngineLink(StreamLink):
             raise LinkError(str(exc)) from None
         return pump
 
-    def _dispatch(self) -> None:
-        """Apply the engine's news to the Progress objects; forget finished streams."""
-        try:
-            statuses = self.copy_engine.dispatch()
-        except EngineError:  # closed under us
-            return
+    def _after_dispatch(self, statuses: list[StreamStatus]) -> None:
+        """Once the engine's news reached the Progress objects: report stream errors, forget
+        finished streams, say why the channel closed."""
         for st in statuses:
             if st.error:
                 self._note_error(st.stream, st.direction, st.error)
@@ -117,7 +113,5 @@ class EngineLink(StreamLink):
         log.warning("stdio stream %d (%s): %s", stream, what, errno.errorcode.get(code, code))
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._loop.remove_reader(self.copy_engine.notify_fd)
         self.copy_engine.close()
         self.closed_event.set()

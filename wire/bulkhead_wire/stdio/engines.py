@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 
 from bulkhead_wire.stdio.channel import WINDOW
@@ -21,34 +22,26 @@ def c_engine_available() -> bool:
     return cengine.available()
 
 
-async def open_link(sock: socket.socket, engine: str, name: str,
+async def open_link(channel: socket.socket | int, engine: str, name: str,
                     window: int = WINDOW) -> StreamLink:
-    """A link of the engine asked for on a connected data-channel socket (the link takes it)."""
+    """A link of the engine asked for on a data channel: a connected socket, or the fd of a
+    character device (a virtio-serial port opened O_RDWR, non-blocking). The link takes it."""
     if engine not in ENGINES:
-        sock.close()
+        if isinstance(channel, socket.socket):
+            channel.close()
+        else:
+            os.close(channel)
         raise LinkError(f"io_engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if engine == "c":
-        if c_engine_available():
-            from bulkhead_wire.stdio.engine_link import EngineLink
-
-            sock.setblocking(False)
-            return EngineLink(sock.detach(), window)
+    if engine == "c" and not c_engine_available():
         log.warning("%s: the C copy engine is not built here: using the Python engine", name)
+        engine = "python"
+    if engine == "c":
+        from bulkhead_wire.stdio.engine_link import EngineLink
+
+        if isinstance(channel, socket.socket):
+            channel.setblocking(False)
+            channel = channel.detach()
+        return EngineLink(channel, window)
     from bulkhead_wire.stdio.python_link import PythonLink
 
-    return await PythonLink.on_socket(sock, window)
-
-
-async def open_fd_link(fd: int, engine: str, name: str, window: int = WINDOW) -> StreamLink:
-    """The same on a character device (a virtio-serial port opened O_RDWR); takes the fd."""
-    if engine not in ENGINES:
-        raise LinkError(f"io_engine {engine!r} is not one of {', '.join(ENGINES)}")
-    if engine == "c":
-        if c_engine_available():
-            from bulkhead_wire.stdio.engine_link import EngineLink
-
-            return EngineLink(fd, window)
-        log.warning("%s: the C copy engine is not built here: using the Python engine", name)
-    from bulkhead_wire.stdio.python_link import PythonLink
-
-    return await PythonLink.on_fd(fd, window)
+    return await PythonLink.open(channel, window)

@@ -82,13 +82,12 @@ class PythonLink(StreamLink):
         self._watcher = asyncio.ensure_future(self._watch_close())  # held: tasks are weak
 
     @classmethod
-    async def on_socket(cls, sock: socket.socket, window: int = WINDOW) -> PythonLink:
-        reader, writer = await asyncio.open_connection(sock=sock, limit=STREAM_LIMIT)
-        return cls(DataChannel(reader, writer, window))
-
-    @classmethod
-    async def on_fd(cls, fd: int, window: int = WINDOW) -> PythonLink:
-        reader, writer = await fd_streams(fd)
+    async def open(cls, channel: socket.socket | int, window: int = WINDOW) -> PythonLink:
+        """On a connected socket or a character device fd (taken)."""
+        if isinstance(channel, socket.socket):
+            reader, writer = await asyncio.open_connection(sock=channel, limit=STREAM_LIMIT)
+        else:
+            reader, writer = await fd_streams(channel)
         return cls(DataChannel(reader, writer, window))
 
     async def _watch_close(self) -> None:
