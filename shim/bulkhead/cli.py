@@ -1,36 +1,45 @@
-"""`bulkhead`: the operator's command (demo run, VM templates, version)."""
+"""`bulkhead`: the operator's command; each sub-command lives in its component's `cli` module."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
 from bulkhead import __version__
-from bulkhead.devenv import demo
-from bulkhead.template import cli as template_cli
+
+# name -> (module with build_parser(parser) and run(args) -> int, one-line help).
+# Modules are imported only when their command runs, so `bulkhead ps` stays quick.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("bulkhead.devenv.demo", "run the embedded demo image in a microVM"),
+    "template": ("bulkhead.template.cli", "build, list or remove VM templates"),
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """`bulkhead demo` takes the demo module's own options, so both entry points agree."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or (for speed) one that knows only the command about to run."""
     parser = argparse.ArgumentParser(prog="bulkhead",
                                      description="Bulkhead microVM runtime for containerd")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo.build_parser(sub.add_parser("demo", help="run the embedded demo image in a microVM"))
-    template_cli.build_parser(sub.add_parser("template", help="build, list or remove VM "
-                                                                "templates"))
+    for name, (module, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text)
+        if only in (None, name):
+            importlib.import_module(module).build_parser(sub_parser)
     sub.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Parse the sub-command and run it."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    first = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(first if first in COMMANDS else None).parse_args(argv)
     if args.command == "version":
         print(f"bulkhead {__version__}")
         return 0
-    if args.command == "template":
-        return template_cli.run(args)
-    return demo.run_from_args(args)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    result: int = module.run(args)
+    return result
 
 
 if __name__ == "__main__":

@@ -179,6 +179,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     )
 
 
+run = run_from_args  # the `bulkhead` command's sub-command interface
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     return run_from_args(build_parser().parse_args(argv))
 
