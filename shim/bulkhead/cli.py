@@ -13,6 +13,8 @@ from bulkhead import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bulkhead.devenv.demo", "run the embedded demo image in a microVM"),
     "template": ("bulkhead.template.cli", "build, list or remove VM templates"),
+    "containerd-config": ("bulkhead.install.containerd_cli",
+                          "print, diff or merge the runtime handler into containerd's config"),
 }
 
 

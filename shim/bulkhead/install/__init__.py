@@ -1,0 +1,2 @@
+"""Installing Bulkhead on a node: containerd's runtime handler (`bulkhead containerd-config`) and
+the Kubernetes node installer (`bulkhead node install | uninstall`)."""
