@@ -6,7 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from bulkhead.sandbox.guest_spec import SpecError, for_guest, load_spec, vm_wide_sysctls
+from bulkhead.sandbox.guest_spec import (
+    SpecError,
+    for_guest,
+    load_spec,
+    vm_wide_sysctls,
+    wants_new_network_namespace,
+)
 from bulkhead_agent import vm_setup
 
 
@@ -34,6 +40,17 @@ def test_for_guest_drops_host_only_parts() -> None:
     # The pod's network is the VM's: a namespace joined by path is the guest's own.
     assert out["linux"]["namespaces"] == [{"type": "pid"}, {"type": "cgroup"}]
     assert out["linux"]["cgroupsPath"] == "/bulkhead/c1"
+
+
+def test_lone_containers_new_network_namespace_is_the_vms() -> None:
+    """ctr and nerdctl ask for a new netns: QEMU's own on the host, the VM's in the guest."""
+    lone = spec()
+    lone["linux"]["namespaces"] = [{"type": "pid"}, {"type": "network"}]  # type: ignore[index]
+    assert wants_new_network_namespace(lone) and not wants_new_network_namespace(spec())
+    assert for_guest(lone, "c1")["linux"]["namespaces"] == [
+        {"type": "pid"}, {"type": "network"}, {"type": "cgroup"}]
+    assert for_guest(lone, "c1", vm_network=True)["linux"]["namespaces"] == [
+        {"type": "pid"}, {"type": "cgroup"}]
 
 
 @pytest.mark.parametrize("text,why", [("{", "malformed OCI spec"), ("[]", "JSON object"),

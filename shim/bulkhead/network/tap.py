@@ -95,30 +95,52 @@ async def create_tap_redirect(netns_path: str, interface: Interface) -> TapHandl
     """
     where = f"interface {interface.name} in network namespace {netns_path}"
     async with rtnl(netns_path) as ipr, AsyncExitStack() as undo:
-        with netlink_errors(f"look up {where}"):
-            pod = await link_index(ipr, interface.name)
-        if pod is None:
-            raise InterfaceNotFound(f"{where}: no such interface")
+        pod = await _pod_index(ipr, where, interface.name)
         name = tap_name(interface.name, pod)
         try:
             fd = call_in_netns(netns_path, open_tap, name)
         except OSError as exc:
             raise NetworkError(f"create tap {name} for {where}: {exc.strerror}") from None
         undo.callback(os.close, fd)  # the tap goes with its last fd
-        with netlink_errors(f"bring up tap {name} for {where}"):
-            tap = await link_index(ipr, name)
-            if tap is None:
-                raise InterfaceNotFound(f"tap {name} for {where} vanished after its creation")
-            # No IPv6 link-local address: the tap itself must stay silent towards the guest.
-            await ipr.link("set", index=tap, mtu=interface.mtu, IFLA_AF_SPEC={"attrs": [
-                ["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE]]}]]})
-            await ipr.link("set", index=tap, state="up")
-        with netlink_errors(f"redirect {where} to tap {name}"):
-            await _redirect(ipr, pod, tap, undo)
-        with netlink_errors(f"redirect tap {name} to {where}"):
-            await _redirect(ipr, tap, pod, undo)
+        await _join(ipr, where, interface, pod, name, undo)
         undo.pop_all()
     return TapHandle(netns_path, interface.name, name, fd)
+
+
+async def join_tap(netns_path: str, interface: Interface, name: str) -> TapHandle:
+    """Redirect `interface` both ways to the tap `name` that QEMU already holds in the same
+    namespace (a lone container's VM, networked after it started); the handle has no fd."""
+    where = f"interface {interface.name} in network namespace {netns_path}"
+    async with rtnl(netns_path) as ipr, AsyncExitStack() as undo:
+        pod = await _pod_index(ipr, where, interface.name)
+        await _join(ipr, where, interface, pod, name, undo)
+        undo.pop_all()
+    return TapHandle(netns_path, interface.name, name, -1)
+
+
+async def _pod_index(ipr: Rtnl, where: str, interface: str) -> int:
+    with netlink_errors(f"look up {where}"):
+        pod = await link_index(ipr, interface)
+    if pod is None:
+        raise InterfaceNotFound(f"{where}: no such interface")
+    return pod
+
+
+async def _join(ipr: Rtnl, where: str, interface: Interface, pod: int, name: str,
+                undo: AsyncExitStack) -> None:
+    """Bring the tap up with the interface's MTU and redirect the two into each other."""
+    with netlink_errors(f"bring up tap {name} for {where}"):
+        tap = await link_index(ipr, name)
+        if tap is None:
+            raise InterfaceNotFound(f"tap {name} for {where}: no such interface")
+        # No IPv6 link-local address: the tap itself must stay silent towards the guest.
+        await ipr.link("set", index=tap, mtu=interface.mtu, IFLA_AF_SPEC={"attrs": [
+            ["AF_INET6", {"attrs": [["IFLA_INET6_ADDR_GEN_MODE", IN6_ADDR_GEN_MODE_NONE]]}]]})
+        await ipr.link("set", index=tap, state="up")
+    with netlink_errors(f"redirect {where} to tap {name}"):
+        await _redirect(ipr, pod, tap, undo)
+    with netlink_errors(f"redirect tap {name} to {where}"):
+        await _redirect(ipr, tap, pod, undo)
 
 
 async def remove_tap_redirect(netns_path: str, interface: str, tap: str | None = None) -> None:

@@ -20,7 +20,7 @@ from bulkhead.sandbox.rootfs import mount_rootfs
 
 def prepare(container_id: str, spec: dict[str, Any], bundle: str,
             rootfs: Sequence[mount_pb2.Mount], host_dir: str, guest_dir: str,
-            sandbox_pid: int = 0) -> None:
+            sandbox_pid: int = 0, vm_network: bool = False) -> None:
     """Mount the rootfs and the volumes under host_dir and write the guest's config.json.
 
     Raises RootfsError, MountError or VolumeError naming what failed; the caller removes
@@ -31,6 +31,6 @@ def prepare(container_id: str, spec: dict[str, Any], bundle: str,
     spec = dict(spec, mounts=volumes.share(list(spec.get("mounts") or []), host_dir, guest_dir))
     tmp = os.path.join(host_dir, ".config.json.tmp")
     with open(tmp, "w") as f:
-        json.dump(for_guest(spec, container_id, sandbox_pid), f)
+        json.dump(for_guest(spec, container_id, sandbox_pid, vm_network), f)
     os.rename(tmp, os.path.join(host_dir, "config.json"))
 

@@ -39,13 +39,15 @@ def host_root_path(spec: dict[str, Any], bundle: str) -> str:
 VM_WIDE = ("network", "uts", "ipc")
 
 
-def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0) -> dict[str, Any]:
+def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0,
+              vm_network: bool = False) -> dict[str, Any]:
     """A copy with host-only parts removed: rootfs path, namespace paths, hooks.
 
     A namespace the spec joins by path (a pod container joining its sandbox) is the VM's own
     for network, uts and ipc, and the sandbox container's in the guest (sandbox_pid) for the
-    rest (pid when the pod shares one). Bind mounts must already point into the share
-    (sandbox.volumes rewrites them).
+    rest (pid when the pod shares one). With vm_network, the new network namespace a lone
+    container asks for is the VM's (QEMU's own on the host, where CNI configures it). Bind
+    mounts must already point into the share (sandbox.volumes rewrites them).
     """
     out = json.loads(json.dumps(spec))
     out.setdefault("root", {})["path"] = "rootfs"
@@ -59,7 +61,9 @@ def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0) -> 
     process.pop("selinuxLabel", None)
     linux = out.setdefault("linux", {})
     linux.pop("mountLabel", None)
-    linux["namespaces"] = [guest_ns for ns in linux.get("namespaces", [])
+    namespaces = [ns for ns in linux.get("namespaces", [])
+                  if not (vm_network and isinstance(ns, dict) and ns.get("type") == "network")]
+    linux["namespaces"] = [guest_ns for ns in namespaces
                            if (guest_ns := _guest_namespace(ns, container_id, sandbox_pid))]
     if "sysctl" in linux:  # the VM's own namespaces take the pod's from SetupSandbox
         shared = vm_wide_sysctls(spec)
@@ -122,3 +126,11 @@ def network_namespace_path(spec: dict[str, Any]) -> str:
         if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
             return str(ns["path"])
     return ""
+
+
+def wants_new_network_namespace(spec: dict[str, Any]) -> bool:
+    """A network namespace without a path: runc would make one (ctr and nerdctl ask for it)."""
+    linux = spec.get("linux")
+    namespaces = linux.get("namespaces") if isinstance(linux, dict) else None
+    return any(isinstance(ns, dict) and ns.get("type") == "network" and not ns.get("path")
+               for ns in (namespaces if isinstance(namespaces, list) else []))

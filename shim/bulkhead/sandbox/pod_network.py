@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from bulkhead_wire.netlink.model import Interface, NetworkError
 
 from bulkhead.network.pod_netns import read_pod_interfaces
-from bulkhead.network.tap import TapHandle, create_tap_redirect
+from bulkhead.network.tap import TapHandle, create_tap_redirect, join_tap
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ class PodNetwork:
     netns_path: str
     interfaces: list[Interface]
     tap: TapHandle
+    dies_with_vm: bool = False  # the VM's own namespace: tap, redirect and all go with QEMU
 
     @classmethod
     async def attach(cls, netns_path: str, sandbox_id: str) -> PodNetwork | None:
@@ -37,12 +38,20 @@ class PodNetwork:
             log.info("sandbox %s: network namespace %s has no interface up: the VM gets only "
                      "lo", sandbox_id, netns_path)
             return None
-        if len(interfaces) > 1:
-            log.warning("pod sandbox %s: %d interfaces in %s; the VM has one NIC, so only %s "
-                        "is carried into it", sandbox_id, len(interfaces), netns_path,
-                        interfaces[0].name)
+        _warn_if_several(interfaces, sandbox_id, netns_path)
         tap = await create_tap_redirect(netns_path, interfaces[0])
         return cls(netns_path, interfaces[:1], tap)
+
+    @classmethod
+    async def join(cls, netns_path: str, sandbox_id: str, tap: str) -> PodNetwork | None:
+        """A lone container's: what was set up in its VM's namespace after Create (ctr --cni,
+        nerdctl's hook) is joined to the tap QEMU made there; None if nothing was."""
+        interfaces = await read_pod_interfaces(netns_path)
+        if not interfaces:
+            return None
+        _warn_if_several(interfaces, sandbox_id, netns_path)
+        handle = await join_tap(netns_path, interfaces[0], tap)
+        return cls(netns_path, interfaces[:1], handle, dies_with_vm=True)
 
     def release_fd(self) -> None:
         """QEMU holds its own copy of the tap now (or failed): drop ours."""
@@ -50,7 +59,16 @@ class PodNetwork:
 
     async def detach(self) -> None:
         """Remove the tap and its redirect; fine if the namespace is already gone."""
+        if self.dies_with_vm:  # its /proc/<pid> path may name another process by now
+            return
         try:
             await self.tap.teardown()
         except NetworkError as exc:
             log.warning("pod network in %s: %s", self.netns_path, exc)
+
+
+def _warn_if_several(interfaces: list[Interface], sandbox_id: str, netns_path: str) -> None:
+    if len(interfaces) > 1:
+        log.warning("sandbox %s: %d interfaces in %s; the VM has one NIC, so only %s is "
+                    "carried into it", sandbox_id, len(interfaces), netns_path,
+                    interfaces[0].name)

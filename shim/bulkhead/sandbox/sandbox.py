@@ -15,6 +15,7 @@ from bulkhead_wire.stdio.link import StreamLink
 from bulkhead_wire.ttrpc import Client, TtrpcError
 
 from bulkhead.config import Config
+from bulkhead.monitor.publisher import SnapshotPublisher
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
@@ -23,7 +24,7 @@ from bulkhead.sandbox.pod_network import PodNetwork
 from bulkhead.sandbox.port_forward import PortForwarder
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.sandbox.vm_boot import start_vm, vm_config
-from bulkhead.vmm.base import VMError
+from bulkhead.vmm.base import OWN_NETNS_TAP, VMError
 from bulkhead.vmm.process import describe_status
 from bulkhead.vmm.qemu import QemuVM
 
@@ -60,12 +61,14 @@ class Sandbox:
         self.restored = False  # the VM was cloned from a template
         self.hostname = sandbox_id[:63]  # the VM's own; a pod's from its sandbox spec
         self.netns_path = ""  # the pod's network namespace (CRI); "" for a lone container
+        self.own_netns = False  # a lone container asking for a new one: QEMU's own, at Start
         self.vm_sysctls: dict[str, str] = {}  # the pod's, for namespaces the VM's own
         self.cgroups_path = ""  # the pod sandbox's host cgroup (CRI), where QEMU runs
         self.network: PodNetwork | None = None
         self.port_forwarder: PortForwarder | None = None
         self.dead = ""  # why the VM is gone, once it died on its own (never cleared)
         self._vm_watch: asyncio.Task[None] | None = None
+        self.metrics = SnapshotPublisher(self)  # metrics.json for `bulkhead monitor`
 
     def prepare(self) -> None:
         """Create the state dir and record ourselves before anything else is created."""
@@ -99,6 +102,7 @@ class Sandbox:
             if self.dead:
                 raise SandboxError(f"its VM is gone ({self.dead})")
             await self._boot()
+            self.metrics.start()
             assert self.agent is not None
             return self.agent
 
@@ -114,8 +118,10 @@ class Sandbox:
                 raise SandboxError(f"pod network: {exc}") from None
             if self.network is not None:
                 config = dataclasses.replace(config, tap_fd=self.network.tap.fd)
+        elif self.own_netns:
+            config = dataclasses.replace(config, own_netns=True)
         try:
-            vm, link = await start_vm(cfg.boot, config, image)
+            vm, link = await start_vm(cfg.boot, config, image, self.metrics.cold_boot)
         except VMError as exc:
             await self._detach_network()
             raise SandboxError(str(exc)) from None
@@ -167,6 +173,23 @@ class Sandbox:
                  self.id, vm.pid, "cloned from a template" if self.restored else "cold boot",
                  vm.accel, vm.channel, *self.io_engines, check.kernel_release)
 
+    async def join_own_network(self) -> None:
+        """Take into the guest what configured the VM's own namespace since Create (ctr
+        --cni, nerdctl): runc's container would see it from its first instruction too."""
+        if not self.own_netns or self.network is not None or self.vm is None:
+            return
+        assert self.agent is not None
+        netns = f"/proc/{self.vm_pid}/ns/net"
+        try:
+            self.network = await PodNetwork.join(netns, self.id, OWN_NETNS_TAP)
+            if self.network is not None:
+                await self.agent.configure_network(self.network.interfaces)
+        except (NetworkError, TtrpcError) as exc:
+            raise SandboxError(f"network of the VM's namespace {netns}: {exc}") from None
+        if self.network is not None:
+            log.info("sandbox %s: %s from %s joined to the VM's NIC", self.id,
+                     self.network.interfaces[0].name, netns)
+
     def _start_port_forwarder(self) -> None:
         """The CRI's PortForward dials into the pod's namespace: take it to the guest."""
         try:
@@ -209,6 +232,7 @@ class Sandbox:
 
     async def stop_vm(self) -> None:
         """Drop the agent link and stop QEMU (always reaped)."""
+        self.metrics.stop()
         if self._vm_watch is not None:
             self._vm_watch.cancel()
             self._vm_watch = None

@@ -31,6 +31,7 @@ from bulkhead.sandbox.guest_spec import (
     load_spec,
     network_namespace_path,
     vm_wide_sysctls,
+    wants_new_network_namespace,
 )
 from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
 from bulkhead.sandbox.rootfs import RootfsError
@@ -182,6 +183,7 @@ class TaskService:
         if isinstance(hostname, str) and hostname:
             sb.hostname = hostname
         sb.netns_path = network_namespace_path(spec)
+        sb.own_netns = not sb.netns_path and wants_new_network_namespace(spec)
 
     def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
         """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
@@ -212,7 +214,8 @@ class TaskService:
             raise TtrpcError(Code.UNAVAILABLE, f"sandbox {sb.id}: {exc}") from None
         try:
             guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, sb.host_bundle(req.id),
-                                 sb.guest_bundle(req.id), self._sandbox_guest_pid(req.id, spec))
+                                 sb.guest_bundle(req.id), self._sandbox_guest_pid(req.id, spec),
+                                 vm_network=sb.own_netns)
         except (RootfsError, MountError, VolumeError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
@@ -287,6 +290,8 @@ class TaskService:
                              f"{proc.name} is {proc.status.name.lower()}, not created")
         agent = self._agent_or_gone(proc)
         async with proc.start_lock:
+            if not req.exec_id:
+                await self._join_own_network(proc)
             try:
                 await agent.start_process(req.id, req.exec_id)
             except BaseException:
@@ -304,6 +309,15 @@ class TaskService:
                 self.events.publish("/tasks/start", events_pb2.TaskStart(
                     container_id=req.id, pid=self.sandbox.vm_pid))
         return task_pb2.StartResponse(pid=self.sandbox.vm_pid)
+
+    async def _join_own_network(self, proc: Process) -> None:
+        """Before an init starts: the network configured in its VM's namespace since Create."""
+        try:
+            await self.sandbox.join_own_network()
+        except SandboxError as exc:
+            await proc.io.close()
+            raise TtrpcError(Code.FAILED_PRECONDITION,
+                             f"{proc.name}: sandbox {self.sandbox.id}: {exc}") from None
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -66,6 +66,13 @@ class VMConfig:
     # The pod network's backend: an open tap in the pod's netns (QEMU finds its vnet header
     # itself); -1: none, the guest NIC then leads nowhere (lone containers, templates).
     tap_fd: int = -1
+    # A lone container's VM: QEMU runs in a network namespace of its own, where it makes the
+    # tap OWN_NETNS_TAP itself; whatever configures /proc/<VM pid>/ns/net after Create (ctr
+    # --cni, nerdctl) is joined to it at Start (sandbox/pod_network.py).
+    own_netns: bool = False
+
+
+OWN_NETNS_TAP = "bulkhead0"  # the tap's name in a lone container VM's own network namespace
 
 
 @dataclass

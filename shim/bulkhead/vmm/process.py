@@ -10,12 +10,14 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 from bulkhead.vmm.base import VMError
 
 PR_SET_PDEATHSIG = 1
+CLONE_NEWNET = 0x40000000
 
 
 def resolve_binary(binary: str) -> Path:
@@ -27,34 +29,37 @@ def resolve_binary(binary: str) -> Path:
     return Path(found).resolve()
 
 
-def _load_prctl() -> Callable[..., int]:
-    """libc prctl, resolved in the parent so the forked child only calls it."""
+def _load_libc() -> tuple[Callable[..., int], Callable[..., int]]:
+    """libc prctl and unshare, resolved in the parent so the forked child only calls them."""
     libc = ctypes.CDLL(None, use_errno=True)
-    prctl: Callable[..., int] = libc.prctl
-    return prctl
+    return libc.prctl, libc.unshare
 
 
-_prctl = _load_prctl()
+_prctl, _unshare = _load_libc()
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
-    """preexec_fn: SIGKILL QEMU when the shim dies, even if it died before prctl ran."""
+def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
+    """preexec_fn: SIGKILL QEMU when the shim dies (even before prctl ran); optionally put it
+    in a network namespace of its own, which then lives exactly as long as QEMU."""
     def preexec() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
             os.kill(os.getpid(), signal.SIGKILL)
+        if new_netns and _unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
     return preexec
 
 
-async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int]
-                ) -> asyncio.subprocess.Process:
+async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int],
+                new_netns: bool = False) -> asyncio.subprocess.Process:
     """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime."""
     with open(stderr_path, "wb") as err:
         try:
             return await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
-                pass_fds=pass_fds, preexec_fn=_die_with_parent(os.getpid()))
-        except OSError as exc:
+                pass_fds=pass_fds, preexec_fn=_child_setup(os.getpid(), new_netns))
+        except (OSError, subprocess.SubprocessError) as exc:
             raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
 
 

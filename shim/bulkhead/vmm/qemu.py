@@ -331,7 +331,8 @@ class QemuVM:
             if self._stop_requested:
                 raise VMError(f"VM {cfg.name}: stopped while starting; QEMU not spawned")
             self.timings["spawn"] = time.monotonic()
-            self._proc = await spawn(argv, cfg.state_dir / STDERR_LOG, plan.pass_fds)
+            self._proc = await spawn(argv, cfg.state_dir / STDERR_LOG, plan.pass_fds,
+                                     new_netns=cfg.own_netns)
             self.pid = self._proc.pid
             self.timings["qemu_started"] = time.monotonic()
             write_pid_file(cfg.state_dir, self.pid)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.vmm.base import CONSOLE_LOG, VMConfig, VMError
+from bulkhead.vmm.base import CONSOLE_LOG, OWN_NETNS_TAP, VMConfig, VMError
 from bulkhead.vmm.tsc import tcg_kernel_params
 
 MOUNT_TAG = "bulkhead"
@@ -102,10 +102,15 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
              "-mon", "chardev=qmp,mode=control"]
     args += rootfs_args(config)
     args += ["-device", "virtio-rng-device"]
-    # The pod's network interface: its tap in the pod's netns, or a hub port leading nowhere.
+    # The pod's network interface: its tap in the pod's netns, the tap QEMU makes in its own
+    # netns (a lone container's), or a hub port leading nowhere.
     # The device is the same either way, so a template serves pods and lone containers.
-    netdev = (f"tap,id=net0,fd={config.tap_fd}" if config.tap_fd >= 0
-              else "hubport,id=net0,hubid=0")
+    if config.tap_fd >= 0:
+        netdev = f"tap,id=net0,fd={config.tap_fd}"
+    elif config.own_netns:
+        netdev = f"tap,id=net0,ifname={OWN_NETNS_TAP},script=no,downscript=no,vnet_hdr=on"
+    else:
+        netdev = "hubport,id=net0,hubid=0"
     args += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
     args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
                        "security_model=passthrough,multidevs=remap",
