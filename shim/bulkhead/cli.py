@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "template": ("bulkhead.template.cli", "build, list or remove VM templates"),
     "containerd-config": ("bulkhead.install.containerd_cli",
                           "print, diff or merge the runtime handler into containerd's config"),
+    "node": ("bulkhead.install.node_cli", "install or uninstall Bulkhead on a Kubernetes node"),
 }
 
 
