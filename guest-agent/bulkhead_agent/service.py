@@ -91,6 +91,7 @@ class AgentService:
             "ResumeContainer": (agent_pb2.ContainerRequest, self.resume_container),
             "UpdateContainer": (agent_pb2.UpdateContainerRequest, self.update_container),
             "ContainerStats": (agent_pb2.ContainerRequest, self.container_stats),
+            "GuestStats": (empty_pb2.Empty, self.guest_stats),
             "WaitOOM": (empty_pb2.Empty, self.wait_oom),
             "SetupSandbox": (agent_pb2.SetupSandboxRequest, self.setup_sandbox),
             "PrepareTemplate": (empty_pb2.Empty, self.prepare_template),
@@ -201,6 +202,13 @@ class AgentService:
         """cgroup v2 metrics of the container."""
         metrics = self.control.stats(req.container_id)
         return agent_pb2.ContainerStatsResponse(metrics=metrics.SerializeToString())
+
+    @rpc("GuestStats")
+    async def guest_stats(self, req: empty_pb2.Empty) -> agent_pb2.GuestStatsResponse:
+        """The whole guest's memory and CPU time (imported on first use, like control)."""
+        from bulkhead_agent import guest_stats
+
+        return guest_stats.collect()
 
     @rpc("WaitOOM")
     async def wait_oom(self, req: empty_pb2.Empty) -> agent_pb2.OOMEvent:

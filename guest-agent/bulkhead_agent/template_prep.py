@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 READY_MARKER = "template ready"  # on the console as "bulkhead-agent: template ready"
 # Loaded lazily by a cold-booted agent; a template loads them once for all its clones.
 WARM_MODULES = ("ctypes", "json", "bulkhead_agent.console", "bulkhead_agent.control",
-                "bulkhead_agent.cgroup_stats", "bulkhead_agent.vm_setup",
+                "bulkhead_agent.cgroup_stats", "bulkhead_agent.guest_stats",
+                "bulkhead_agent.vm_setup",
                 "bulkhead_agent.network", "google.protobuf.json_format",
                 "bulkhead_wire.stdio.engine_link")  # the C copy engine: cffi and its module
 PORTS = 2  # control and data

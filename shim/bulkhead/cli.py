@@ -13,6 +13,8 @@ from bulkhead import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("bulkhead.devenv.demo", "run the embedded demo image in a microVM"),
     "template": ("bulkhead.template.cli", "build, list or remove VM templates"),
+    "monitor": ("bulkhead.monitor.cli", "serve Prometheus metrics of the live sandboxes"),
+    "ps": ("bulkhead.debug.ps", "list the sandboxes on this host (VM pid, boot, memory)"),
     "containerd-config": ("bulkhead.install.containerd_cli",
                           "print, diff or merge the runtime handler into containerd's config"),
     "node": ("bulkhead.install.node_cli", "install or uninstall Bulkhead on a Kubernetes node"),

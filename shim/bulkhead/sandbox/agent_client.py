@@ -9,6 +9,8 @@ from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.ttrpc import Client
 from google.protobuf import empty_pb2
 
+from bulkhead.monitor.rpc_stats import RpcStats, TimedClient
+
 SERVICE = "bulkhead.agent.v1.Agent"
 
 
@@ -16,7 +18,8 @@ class AgentClient:
     """One method per agent RPC; errors surface as TtrpcError with the agent's message."""
 
     def __init__(self, client: Client) -> None:
-        self._client = client
+        self.rpc_stats = RpcStats()  # every call's latency and failure, for the metrics
+        self._client = TimedClient(client, self.rpc_stats)
 
     async def check(self, timeout: float = 10.0) -> agent_pb2.CheckResponse:
         """Health check plus the guest's boot phase uptimes."""
@@ -126,6 +129,11 @@ class AgentClient:
                                        agent_pb2.ContainerRequest(container_id=container_id),
                                        agent_pb2.ContainerStatsResponse)
         return resp.metrics
+
+    async def guest_stats(self, timeout: float) -> agent_pb2.GuestStatsResponse:
+        """The whole guest's memory and CPU time."""
+        return await self._client.call(SERVICE, "GuestStats", empty_pb2.Empty(),
+                                       agent_pb2.GuestStatsResponse, timeout)
 
     async def wait_oom(self) -> agent_pb2.OOMEvent:
         """Long poll: the next OOM kill recorded in any container."""

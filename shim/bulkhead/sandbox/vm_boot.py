@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from bulkhead.config import Config, GuestImage
@@ -50,13 +51,18 @@ async def clone_config(config: VMConfig, image: GuestImage) -> tuple[VMConfig, T
                                boot_timeout=min(config.boot_timeout, RESTORE_TIMEOUT)), key
 
 
-async def start_vm(boot: str, config: VMConfig, image: GuestImage) -> tuple[QemuVM, AgentLink]:
-    """A running VM with both agent channels; VMError only if even a cold boot failed."""
+async def start_vm(boot: str, config: VMConfig, image: GuestImage,
+                   on_cold_boot: Callable[[str], None] | None = None
+                   ) -> tuple[QemuVM, AgentLink]:
+    """A running VM with both agent channels; VMError only if even a cold boot failed.
+    on_cold_boot hears why the VM boots cold (for the metrics), before it does."""
+    reason = f"the configuration says boot = {boot!r}"
     if boot == "template":
         try:
             clone, key = await clone_config(config, image)
         except (TemplateError, VMError, OSError) as exc:
             log.warning("sandbox %s: no VM template (%s); booting cold", config.name, exc)
+            reason = f"no template: {exc}"
         else:
             vm = QemuVM(clone)
             try:
@@ -68,5 +74,8 @@ async def start_vm(boot: str, config: VMConfig, image: GuestImage) -> tuple[Qemu
                                          f"{exc}")
                 log.warning("sandbox %s: booting cold instead of from template %s",
                             config.name, key.digest)
+                reason = f"restoring template {key.digest} failed: {exc}"
+    if on_cold_boot is not None:
+        on_cold_boot(reason)
     vm = QemuVM(config)
     return vm, await vm.start()

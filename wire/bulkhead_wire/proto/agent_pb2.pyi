@@ -188,6 +188,33 @@ class ContainerStatsResponse(_message.Message):
     metrics: bytes
     def __init__(self, metrics: _Optional[bytes] = ...) -> None: ...
 
+class GuestStatsResponse(_message.Message):
+    __slots__ = ("memory_total_bytes", "memory_free_bytes", "memory_available_bytes", "memory_cached_bytes", "cpu_seconds", "vcpus", "uptime_seconds", "processes")
+    class CpuSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MEMORY_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FREE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_AVAILABLE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_CACHED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    VCPUS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PROCESSES_FIELD_NUMBER: _ClassVar[int]
+    memory_total_bytes: int
+    memory_free_bytes: int
+    memory_available_bytes: int
+    memory_cached_bytes: int
+    cpu_seconds: _containers.ScalarMap[str, float]
+    vcpus: int
+    uptime_seconds: float
+    processes: int
+    def __init__(self, memory_total_bytes: _Optional[int] = ..., memory_free_bytes: _Optional[int] = ..., memory_available_bytes: _Optional[int] = ..., memory_cached_bytes: _Optional[int] = ..., cpu_seconds: _Optional[_Mapping[str, float]] = ..., vcpus: _Optional[int] = ..., uptime_seconds: _Optional[float] = ..., processes: _Optional[int] = ...) -> None: ...
+
 class OOMEvent(_message.Message):
     __slots__ = ("container_id", "oom_kills")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]

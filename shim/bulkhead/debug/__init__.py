@@ -1,0 +1,1 @@
+"""Operator tools for looking into running sandboxes: ps, logs, shell."""

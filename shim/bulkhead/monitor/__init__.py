@@ -1,0 +1,1 @@
+"""Metrics of live sandboxes: each shim writes a snapshot file, `bulkhead monitor` serves them."""
