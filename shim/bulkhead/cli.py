@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "containerd-config": ("bulkhead.install.containerd_cli",
                           "print, diff or merge the runtime handler into containerd's config"),
     "node": ("bulkhead.install.node_cli", "install or uninstall Bulkhead on a Kubernetes node"),
+    "doctor": ("bulkhead.doctor.cli", "check this host end to end, with the fix for each problem"),
 }
 
 
