@@ -14,7 +14,7 @@ from typing import Any
 from bulkhead.doctor import discover
 from bulkhead.doctor.context import Context
 from bulkhead.doctor.discover import Containerd
-from bulkhead.doctor.report import Finding, failure, ok, warning
+from bulkhead.doctor.report import Finding, Status, failure, ok, warning
 from bulkhead.install import containerd_config as cc
 
 CONNECT_TIMEOUT = 2.0
@@ -115,7 +115,7 @@ def check_one(c: Containerd) -> Finding:
                                    source=str(c.config))
     declared, cri_on = handler_state(text, version)
     finding = judge(c, version, answers, problems, declared, cri_on)
-    if not c.running and not c.explicit and finding.status.value == "ok":
+    if not c.running and not c.explicit and finding.status is Status.OK:
         return warning(c.label, f"{finding.detail}, but no containerd runs on it",
                        "start containerd   (e.g. `systemctl start containerd`)")
     return finding
