@@ -165,6 +165,12 @@ def test_discovery_skips_templates_and_flags_stale_dirs(run_dir: Path,
         ("ns", "live1")]
 
 
+def test_discovery_skips_the_directory_the_template_store_uses() -> None:
+    from bulkhead.template import store
+
+    assert store.templates_dir().name == discovery.TEMPLATES
+
+
 def families(text: str) -> dict[str, list[Sample]]:
     return {f.name: f.samples for f in text_string_to_metric_families(text)}
 

@@ -13,10 +13,12 @@ from pathlib import Path
 
 from bulkhead import paths
 from bulkhead.sandbox.state import SandboxState
-from bulkhead.template.store import templates_dir
 from bulkhead.vmm.base import is_our_qemu, read_pid_file
 
 SHIM_MODULE = b"bulkhead.shim.daemon"  # in every resident shim's argv (see shim/start.py)
+# Where template.store keeps VM templates under the run dir (a unit test checks it agrees);
+# not imported from there: it loads asyncio, and `bulkhead ps` should start fast.
+TEMPLATES = "templates"
 
 
 @dataclass(frozen=True)
@@ -68,12 +70,11 @@ def inspect(namespace: str, sandbox_id: str, path: str) -> SandboxDir:
 def discover(run_dir: str | None = None) -> list[SandboxDir]:
     """Every sandbox state directory, live and stale, sorted by namespace and id."""
     root = run_dir or paths.RUN_DIR
-    skip = os.path.join(root, templates_dir().name)
     found = []
     for namespace in _subdirs(root):
-        ns_dir = os.path.join(root, namespace)
-        if ns_dir == skip:
+        if namespace == TEMPLATES:
             continue
+        ns_dir = os.path.join(root, namespace)
         for sandbox_id in _subdirs(ns_dir):
             found.append(inspect(namespace, sandbox_id, os.path.join(ns_dir, sandbox_id)))
     return found

@@ -9,7 +9,8 @@ from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.ttrpc import Client
 from google.protobuf import empty_pb2
 
-from bulkhead.monitor.rpc_stats import RpcStats, TimedClient
+from bulkhead.monitor.rpc_stats import RpcStats
+from bulkhead.monitor.timed_client import TimedClient
 
 SERVICE = "bulkhead.agent.v1.Agent"
 
