@@ -148,3 +148,11 @@ def test_default_runtime_config_is_all_defaults() -> None:
     uncommented = "\n".join(line[2:] for line in text.splitlines() if " = " in line)
     values = tomllib.loads(uncommented)
     assert values == dataclasses.asdict(config_mod.Config())
+
+
+def test_tree_already_in_place(tmp_path: Path) -> None:
+    """--host-root / on a machine installed by `make install`: the venv is the source itself."""
+    (tmp_path / "opt/b/venv").mkdir(parents=True)
+    ledger = Ledger.begin(HostRoot(tmp_path))
+    assert not ledger.put_tree("/opt/b/venv", tmp_path / "opt/b/venv")
+    assert ledger.find("/opt/b/venv") is None

@@ -170,6 +170,8 @@ class Ledger:
     def put_tree(self, node_path: str, source: Path) -> bool:
         """Copy a directory tree; skipped when the source is what the last install copied."""
         here = self.host.at(node_path)
+        if here.exists() and here.resolve() == source.resolve():
+            return False  # installing onto the machine it runs from: already in place
         digest = tree_digest(source)
         mine = self.find(node_path)
         if mine is not None and mine.digest == digest and here.is_dir():
