@@ -19,8 +19,8 @@ from bulkhead.vmm.qemu import QemuVM
 T = TypeVar("T")
 SHIM = str(Path(__file__).resolve().parents[2] / "shim")
 
-# Plays QEMU's part: takes the inherited listening fds from -chardev socket,...,fd=N, writes the
-# console file, then behaves as FAKE_QEMU_MODE says.
+# Plays QEMU's part: takes the inherited listening fds from -chardev socket,...,fd=N, writes to
+# the console socket, then behaves as FAKE_QEMU_MODE says.
 FAKE_QEMU = r'''
 import os, signal, socket, sys, time
 mode = os.environ.get("FAKE_QEMU_MODE", "ok")
@@ -30,18 +30,16 @@ for i, a in enumerate(args):
     if a == "-chardev":
         kind, *rest = args[i + 1].split(",")
         opts = dict(kv.split("=", 1) for kv in rest if "=" in kv)
-        if kind == "socket":
+        if kind == "socket" and opts["id"] == "console":  # a connected socket, written to
+            console = socket.socket(fileno=int(opts["fd"]))
+        elif kind == "socket":
             fds[opts["id"]] = int(opts["fd"])
-        elif kind == "file":
-            console = opts["path"]
-with open(console, "w") as f:
-    f.write("\x1b[0mfake kernel line 1\r\nfake kernel line 2\r\n")
+console.sendall(b"\x1b[0mfake kernel line 1\r\nfake kernel line 2\r\n")
 if mode == "nosandbox" and "-sandbox" in args:
     sys.exit("qemu-system-x86_64: -sandbox support is not enabled in this QEMU binary")
 if mode == "fatal":
-    with open(console, "a") as f:
-        f.write("bulkhead-init: FATAL mount /dev/vda (erofs) on /newroot\r\n"
-                "[ 1.0] reboot: Power down\r\n")
+    console.sendall(b"bulkhead-init: FATAL mount /dev/vda (erofs) on /newroot\r\n"
+                    b"[ 1.0] reboot: Power down\r\n")
     sys.exit(0)
 if mode == "exit":
     print("qemu-system-x86_64: could not load kernel 'bad'", file=sys.stderr)

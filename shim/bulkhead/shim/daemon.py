@@ -21,6 +21,7 @@ from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.flags import ShimArgs, parse
 from bulkhead.shim.grouping import socket_path
+from bulkhead.shim.log_format import LogrusFormatter
 from bulkhead.shim.task_service import SERVICES, TaskService
 
 log = logging.getLogger("bulkhead")
@@ -28,19 +29,7 @@ LISTEN_FD = 3
 SHUTDOWN_FLUSH_TIMEOUT = 2.0  # seconds pending events may delay the exit of a finished shim
 
 
-class LogrusFormatter(logging.Formatter):
-    """containerd copies the log FIFO verbatim into its own log: match its logrus style."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-        msg = record.getMessage().replace('"', '\\"')
-        if record.exc_info:
-            msg += " " + self.formatException(record.exc_info).replace("\n", " | ")
-        return (f'time="{ts}.{int(record.msecs):03d}Z" level={record.levelname.lower()} '
-                f'msg="{msg}" runtime=io.containerd.bulkhead.v2')
-
-
-def setup_logging(bundle: str, debug: bool) -> None:
+def setup_logging(bundle: str, debug: bool, namespace: str = "", sandbox: str = "") -> None:
     """Log into the bundle's `log` FIFO (fd 2 from start), blocking writes, SIGPIPE ignored."""
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     with contextlib.suppress(OSError):
@@ -49,7 +38,7 @@ def setup_logging(bundle: str, debug: bool) -> None:
         os.dup2(fd, 2)
         os.close(fd)
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(LogrusFormatter())
+    handler.setFormatter(LogrusFormatter(namespace, sandbox))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -101,7 +90,7 @@ async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") 
 def main() -> int:
     """Daemon entry (spawned by `start`, never by containerd directly)."""
     args = parse(sys.argv[1:])
-    setup_logging(args.bundle, args.debug)
+    setup_logging(args.bundle, args.debug, args.namespace, args.id)
     os.chdir("/")
     config_error = ""
     try:

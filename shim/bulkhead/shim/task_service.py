@@ -41,6 +41,7 @@ from bulkhead.shim import resources
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.exits import ExitReporter
 from bulkhead.shim.grouping import CONTAINER_TYPE, annotations_of, sandbox_key
+from bulkhead.shim.log_format import with_ids
 from bulkhead.shim.task import Container, Exit, Process, Status
 from bulkhead.stdio.host import ProcessIO, StdioError
 
@@ -76,7 +77,7 @@ class TaskService:
     def methods(self) -> dict[str, tuple[type[Message], Handler]]:
         """The ttrpc method table: all 17 RPCs of the Task service."""
         res = resources.ResourceCalls(self.sandbox, self.events, self._container)
-        return {
+        table: dict[str, tuple[type[Message], Handler]] = {
             "Create": (task_pb2.CreateTaskRequest, self.create),
             "Start": (task_pb2.StartRequest, self.start),
             "State": (task_pb2.StateRequest, self.state),
@@ -95,6 +96,7 @@ class TaskService:
             "Stats": (task_pb2.StatsRequest, res.stats),
             "Checkpoint": (task_pb2.CheckpointTaskRequest, res.checkpoint),
         }
+        return {name: (request, with_ids(handler)) for name, (request, handler) in table.items()}
 
     def _container(self, task_id: str) -> Container:
         container = self.tasks.get(task_id)

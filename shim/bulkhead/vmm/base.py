@@ -24,6 +24,7 @@ CTL_SOCKET = "ctl.sock"
 DATA_SOCKET = "data.sock"
 CONSOLE_LOG = "console.log"
 STDERR_LOG = "qemu.stderr"
+STATE_DIR_ENV = "BULKHEAD_VM_STATE_DIR"  # in QEMU's environment: whose VM it is (is_our_qemu)
 RUNTIME_FILES = (QMP_SOCKET, CTL_SOCKET, DATA_SOCKET, PID_FILE)
 
 CHANNELS = ("auto", "serial", "vsock")
@@ -120,6 +121,12 @@ def is_our_qemu(pid: int, state_dir: Path) -> bool:
     if not argv or not os.path.basename(argv[0]).startswith("qemu-system-"):
         return False
     needles = {str(state_dir), str(state_dir.resolve())}
+    try:  # spawn() names the state dir in QEMU's environment; older VMs only in their argv
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        env = []
+    if any(f"{STATE_DIR_ENV}={n}".encode() in env for n in needles):
+        return True
     return any(n in arg.replace(",,", ",") for arg in argv[1:] for n in needles)
 
 

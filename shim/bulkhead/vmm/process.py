@@ -14,7 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from bulkhead.vmm.base import VMError
+from bulkhead.vmm.base import STATE_DIR_ENV, VMError
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
@@ -53,11 +53,13 @@ def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
 
 async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int],
                 new_netns: bool = False) -> asyncio.subprocess.Process:
-    """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime."""
+    """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime;
+    its environment names its state directory (stderr_path's), for is_our_qemu."""
+    env = dict(os.environ, **{STATE_DIR_ENV: str(stderr_path.parent)})
     with open(stderr_path, "wb") as err:
         try:
             return await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err,
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err, env=env,
                 pass_fds=pass_fds, preexec_fn=_child_setup(os.getpid(), new_netns))
         except (OSError, subprocess.SubprocessError) as exc:
             raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
@@ -76,6 +78,11 @@ def file_tail(path: Path, lines: int, max_bytes: int = 65536) -> str:
             raw = f.read()
     except OSError:
         return ""
+    return text_tail(raw, lines)
+
+
+def text_tail(raw: bytes, lines: int) -> str:
+    """The last non-blank lines of raw log bytes, escape sequences and controls stripped."""
     text = _ANSI.sub("", raw.decode(errors="replace").replace("\r", ""))
     kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
     return "\n".join(kept[-lines:])

@@ -35,7 +35,8 @@ from bulkhead.vmm.base import (
     VMKilled,
     remove_runtime_files,
 )
-from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn
+from bulkhead.vmm.console import ConsoleRing, read_console
+from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn, text_tail
 from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
 from bulkhead.vmm.qmp import QMPClient, QMPError
 
@@ -141,6 +142,7 @@ class QemuVM:
         self._started = False
         self._stop_requested = False
         self._migration_fd = -1
+        self._console: ConsoleRing | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -192,6 +194,8 @@ class QemuVM:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if self._console is not None:
+            self._console.close()
         remove_runtime_files(self.config.state_dir)
 
     async def wait(self) -> int:
@@ -202,7 +206,9 @@ class QemuVM:
 
     def console_tail(self, lines: int = 20) -> str:
         """The last lines the guest wrote on its serial console."""
-        return file_tail(self.config.state_dir / CONSOLE_LOG, lines)
+        if self._console is not None:
+            self._console.flush()
+        return text_tail(read_console(self.config.state_dir / CONSOLE_LOG, 65536), lines)
 
     async def qmp(self, timeout: float = 5.0) -> QMPClient:
         """A negotiated QMP connection to this VM (one client at a time); the caller closes it."""
@@ -326,6 +332,9 @@ class QemuVM:
             if migration is not None:
                 plan.migration_fd = self._migration_fd = migration
                 plan.pass_fds.append(migration)
+            self._console = ConsoleRing(cfg.state_dir / CONSOLE_LOG)
+            plan.console_fd = self._console.qemu_fd
+            plan.pass_fds.append(plan.console_fd)
             argv = build_command(cfg, plan)
             log.debug("VM %s: %s", cfg.name, " ".join(argv))
             if self._stop_requested:
@@ -337,7 +346,10 @@ class QemuVM:
             self.timings["qemu_started"] = time.monotonic()
             write_pid_file(cfg.state_dir, self.pid)
             self.sandboxed = sandbox
+            self._console.start()
         finally:
+            if self._console is not None:
+                self._console.release_qemu_fd()
             for sock in owned:
                 sock.close()  # QEMU holds the listeners now; if it dies, connects are refused
             if reservation is not None:
@@ -461,7 +473,7 @@ class QemuVM:
 
     def _exit_error(self, status: int) -> VMError:
         """The boot failure message: exit status, the guest's own reason, stderr, console tail."""
-        reason = guest_failure(file_tail(self.config.state_dir / CONSOLE_LOG, 200))
+        reason = guest_failure(self.console_tail(200))
         error = VMKilled if -status in KILL_SIGNALS else VMError
         return error(f"VM {self.config.name} exited with {describe_status(status)} during boot"
                        f"{': ' + reason if reason else ''} (stderr: "

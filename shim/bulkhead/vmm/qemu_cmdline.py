@@ -35,6 +35,7 @@ class LaunchPlan:
     vhost_fd: int = -1
     cid: int = 0
     migration_fd: int = -1  # the state file QEMU reads (resume) or writes (snapshot), inherited
+    console_fd: int = -1  # QEMU's end of the console ring's socket; -1: a plain file
     sandbox: bool = True
     pass_fds: list[int] = field(default_factory=list)
 
@@ -65,7 +66,7 @@ def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
     return " ".join(parts)
 
 
-def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
+def base_args(config: VMConfig, accel: str, sandbox: bool, console_fd: int = -1) -> list[str]:
     """Options every launch shares: machine, size, no defaults, console capture."""
     args = [config.qemu_binary, "-name", f"guest={qopt('bulkhead-' + config.name)}",
             *machine_args(accel, config.memory_file is not None, config.tcg_tb_mib),
@@ -77,8 +78,11 @@ def base_args(config: VMConfig, accel: str, sandbox: bool) -> list[str]:
         share = "on" if config.memory_shared else "off"
         args += ["-object", f"memory-backend-file,id=mem,size={config.memory_mib}M,"
                             f"mem-path={qopt(config.memory_file)},share={share}"]
-    console = config.state_dir / CONSOLE_LOG
-    args += ["-chardev", f"file,id=console,path={qopt(console)}", "-serial", "chardev:console"]
+    if console_fd >= 0:  # the shim's ring (vmm/console.py)
+        args += ["-chardev", f"socket,id=console,fd={console_fd}"]
+    else:
+        args += ["-chardev", f"file,id=console,path={qopt(config.state_dir / CONSOLE_LOG)}"]
+    args += ["-serial", "chardev:console"]
     return args
 
 
@@ -94,7 +98,7 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
     A resumed VM gets no -kernel: its memory already holds the kernel, and loading the image
     again would cost every VM a private copy of it (QEMU keeps it for resets).
     """
-    args = base_args(config, plan.accel, plan.sandbox)
+    args = base_args(config, plan.accel, plan.sandbox, plan.console_fd)
     if config.restore_from is None:
         args += ["-kernel", str(config.kernel), "-initrd", str(config.initrd),
                  "-append", kernel_cmdline(config, plan.channel, plan.accel)]
