@@ -159,8 +159,8 @@ def _containerd_pid(scratch: ScratchNode) -> int:
 def test_install_then_uninstall_leaves_the_node_as_it_was(scratch_node: ScratchNode) -> None:
     scratch = scratch_node
     host_out = scratch.seen(scratch.host)  # the scratch node's root, from out here
-    real_before = {p: os.path.lexists(p) for p in (ledger.STATE_DIR, node.RUNTIME_CONFIG,
-                                                   node.TEMPLATE_UNIT)}
+    real_before = {p: os.path.lexists(p) for p in (ledger.MANIFEST, ledger.BACKUP_DIR,
+                                                   node.RUNTIME_CONFIG, node.TEMPLATE_UNIT)}
     real_link = os.readlink("/usr/local/bin/bulkhead")
     scratch.run("mkdir", "-p", str(scratch.host), str(scratch.scratch))
     _build_node(host_out)
