@@ -23,6 +23,7 @@ from bulkhead_agent.template_prep import TemplatePrep
 
 if TYPE_CHECKING:
     from bulkhead_agent.control import ContainerControl
+    from bulkhead_agent.debug_shell import DebugShell
     from bulkhead_agent.port_forward import PortForwards
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class AgentService:
         self.template = template or TemplatePrep()
         self.boot = boot
         self.power_off = power_off
+        self._debug_shell: DebugShell | None = None
 
     @functools.cached_property
     def control(self) -> ContainerControl:
@@ -235,6 +237,12 @@ class AgentService:
                            req.mount_share, dict(req.sysctls))
         except vm_setup.SetupError as exc:
             raise FailedPrecondition(f"sandbox setup: {exc}") from None
+        if req.debug_shell:
+            from bulkhead_agent.debug_shell import DebugShell
+
+            if self._debug_shell is None:
+                self._debug_shell = DebugShell(self.supervisor.reaper)
+            self._debug_shell.start()
         return agent_pb2.SetupSandboxResponse(io_engine=link.engine)
 
     @functools.cached_property

@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                           "print, diff or merge the runtime handler into containerd's config"),
     "node": ("bulkhead.install.node_cli", "install or uninstall Bulkhead on a Kubernetes node"),
     "doctor": ("bulkhead.doctor.cli", "check this host end to end, with the fix for each problem"),
+    "logs": ("bulkhead.debug.logs", "print a sandbox's shim log and guest console"),
+    "shell": ("bulkhead.debug.shell", "a root shell in a sandbox's VM, outside its containers"),
 }
 
 

@@ -119,8 +119,8 @@ def test_ctr_run_cni_http_to_ip_and_published_port(
         assert ipaddress.ip_address(ip) in net.subnet
         assert wait_http(f"http://{ip}/", proc) == BODY + "\n"
         assert http_get(f"http://{net.gateway}:{port}/") == BODY + "\n"
-        subprocess.run(in_cni_mounts(containerd, conf_dir, "task", "kill", "-s", "KILL", cid), check=True,
-                       timeout=60)
+        kill = in_cni_mounts(containerd, conf_dir, "task", "kill", "-s", "KILL", cid)
+        subprocess.run(kill, check=True, timeout=60)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 137, (out, err)  # httpd as PID 1 ignores SIGTERM
     finally:

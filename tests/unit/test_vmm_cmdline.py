@@ -82,7 +82,10 @@ def test_vsock_kvm(tmp_path: Path) -> None:
     assert option_values(argv, "-cpu") == ["host"]
     devices = option_values(argv, "-device")
     assert "vhost-vsock-device,guest-cid=1234,vhostfd=11" in devices
-    assert "virtio-serial-device" not in devices
+    # virtio-serial carries only the debug port there (a null backend unless debug_shell is on)
+    assert [d for d in devices if d.startswith("virtserialport")] == [
+        "virtserialport,chardev=debug,name=bulkhead.debug"]
+    assert "null,id=debug" in option_values(argv, "-chardev")
     assert not any(c.startswith("socket,id=ctl") for c in option_values(argv, "-chardev"))
     append = option_values(argv, "-append")[0]
     assert "bulkhead.channel=vsock" in append.split()

@@ -142,13 +142,14 @@ class AgentClient:
                                        agent_pb2.OOMEvent)
 
     async def setup_sandbox(self, hostname: str, mount_share: bool = True,
-                            sysctls: dict[str, str] | None = None, io_engine: str = "c") -> str:
+                            sysctls: dict[str, str] | None = None, io_engine: str = "c",
+                            debug_shell: bool = False) -> str:
         """Fresh entropy, the host's wall clock, the hostname, the pod's VM-wide sysctls, the
         share and the stdio engine: what a new VM (a template clone above all) must take before
         it runs anything for the sandbox. Returns the engine the guest's end uses."""
         req = agent_pb2.SetupSandboxRequest(entropy=os.urandom(64), hostname=hostname,
                                             mount_share=mount_share, sysctls=sysctls or {},
-                                            io_engine=io_engine)
+                                            io_engine=io_engine, debug_shell=debug_shell)
         req.wall_clock.GetCurrentTime()
         resp = await self._client.call(SERVICE, "SetupSandbox", req,
                                        agent_pb2.SetupSandboxResponse, timeout=10.0)

@@ -148,7 +148,7 @@ class Sandbox:
             check, guest_engine = await asyncio.gather(
                 agent.check(timeout=10.0),
                 agent.setup_sandbox(self.hostname, sysctls=self.vm_sysctls,
-                                    io_engine=cfg.io_engine))
+                                    io_engine=cfg.io_engine, debug_shell=cfg.debug_shell))
             self.io_engines = (self.link.engine, guest_engine)
             if self.network is not None:
                 await agent.configure_network(self.network.interfaces)

@@ -11,6 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 
 STATE_FILE = "state.json"
+SHIM_LOG = "shim.log"  # the shim's own log, rotated to shim.log.1 (`bulkhead logs`)
 
 
 @dataclass

@@ -32,7 +32,7 @@ def vm_config(cfg: Config, image: GuestImage, name: str, state_dir: str,
         vcpus=cfg.vcpus, channel=cfg.channel, accel=cfg.accel, qemu_binary=cfg.qemu_binary,
         boot_timeout=cfg.boot_timeout,
         extra_cmdline=f"{image.kernel_params} {cfg.kernel_params}".strip(), debug=cfg.debug,
-        tcg_tb_mib=cfg.tcg_tb_mib)
+        tcg_tb_mib=cfg.tcg_tb_mib, debug_shell=cfg.debug_shell)
 
 
 async def template_key(config: VMConfig, image: GuestImage) -> tuple[VMConfig, TemplateKey]:

@@ -18,6 +18,7 @@ from bulkhead_wire.ttrpc import Server
 
 from bulkhead import config as config_mod
 from bulkhead.sandbox.sandbox import Sandbox
+from bulkhead.sandbox.state import SHIM_LOG
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.flags import ShimArgs, parse
 from bulkhead.shim.grouping import socket_path
@@ -44,6 +45,18 @@ def setup_logging(bundle: str, debug: bool, namespace: str = "", sandbox: str = 
     root.setLevel(logging.DEBUG if debug else logging.INFO)
 
 
+def keep_log_file(state_dir: str) -> logging.Handler:
+    """Also log into the state dir, for `bulkhead logs`: two files of 1 MiB at most."""
+    import logging.handlers
+
+    root = logging.getLogger()
+    handler = logging.handlers.RotatingFileHandler(os.path.join(state_dir, SHIM_LOG),
+                                                   maxBytes=1 << 20, backupCount=1)
+    handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
+    root.addHandler(handler)
+    return handler
+
+
 async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") -> None:
     """Serve the task API until Shutdown (with no tasks left) or SIGTERM."""
     loop = asyncio.get_running_loop()
@@ -53,12 +66,15 @@ async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") 
     sock_path = socket_path(args.address, args.namespace, args.id)
     sandbox = Sandbox(args.id, args.namespace, sock_path, cfg)
     sandbox.prepare()
+    log_file = keep_log_file(sandbox.state_dir)
     events = EventPublisher(os.environ.get("TTRPC_ADDRESS", args.address + ".ttrpc"),
                             args.namespace)
     done = asyncio.Event()
     finishing: list[asyncio.Task[None]] = []
 
     async def cleanup() -> None:
+        logging.getLogger().removeHandler(log_file)  # its directory goes now
+        log_file.close()
         await sandbox.destroy()
         await events.flush(SHUTDOWN_FLUSH_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):

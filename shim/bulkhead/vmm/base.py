@@ -23,9 +23,10 @@ QMP_SOCKET = "qmp.sock"
 CTL_SOCKET = "ctl.sock"
 DATA_SOCKET = "data.sock"
 CONSOLE_LOG = "console.log"
+DEBUG_SOCKET = "debug.sock"
 STDERR_LOG = "qemu.stderr"
 STATE_DIR_ENV = "BULKHEAD_VM_STATE_DIR"  # in QEMU's environment: whose VM it is (is_our_qemu)
-RUNTIME_FILES = (QMP_SOCKET, CTL_SOCKET, DATA_SOCKET, PID_FILE)
+RUNTIME_FILES = (QMP_SOCKET, CTL_SOCKET, DATA_SOCKET, DEBUG_SOCKET, PID_FILE)
 
 CHANNELS = ("auto", "serial", "vsock")
 ACCELS = ("auto", "kvm", "tcg")
@@ -71,6 +72,9 @@ class VMConfig:
     # tap OWN_NETNS_TAP itself; whatever configures /proc/<VM pid>/ns/net after Create (ctr
     # --cni, nerdctl) is joined to it at Start (sandbox/pod_network.py).
     own_netns: bool = False
+    # `bulkhead shell`: QEMU listens on DEBUG_SOCKET for the guest's debug port (else a null
+    # backend: the port exists in every VM, so one template serves both).
+    debug_shell: bool = False
 
 
 OWN_NETNS_TAP = "bulkhead0"  # the tap's name in a lone container VM's own network namespace

@@ -26,6 +26,7 @@ from bulkhead.vmm.base import (
     CONSOLE_LOG,
     CTL_SOCKET,
     DATA_SOCKET,
+    DEBUG_SOCKET,
     PID_FILE,
     QMP_SOCKET,
     STDERR_LOG,
@@ -326,6 +327,9 @@ class QemuVM:
             else:
                 reservation = self._reserve_cid()
                 plan.vhost_fd, plan.cid = reservation.fd, reservation.cid
+            if cfg.debug_shell:
+                owned.append(listen_unix(cfg.state_dir / DEBUG_SOCKET))
+                plan.debug_fd = owned[-1].fileno()
             plan.pass_fds = [s.fileno() for s in owned] + ([plan.vhost_fd] if reservation else [])
             if cfg.tap_fd >= 0:
                 plan.pass_fds.append(cfg.tap_fd)

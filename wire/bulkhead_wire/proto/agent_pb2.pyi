@@ -230,7 +230,7 @@ class RemoveContainerRequest(_message.Message):
     def __init__(self, container_id: _Optional[str] = ...) -> None: ...
 
 class SetupSandboxRequest(_message.Message):
-    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share", "sysctls", "io_engine")
+    __slots__ = ("entropy", "wall_clock", "hostname", "mount_share", "sysctls", "io_engine", "debug_shell")
     class SysctlsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -244,13 +244,15 @@ class SetupSandboxRequest(_message.Message):
     MOUNT_SHARE_FIELD_NUMBER: _ClassVar[int]
     SYSCTLS_FIELD_NUMBER: _ClassVar[int]
     IO_ENGINE_FIELD_NUMBER: _ClassVar[int]
+    DEBUG_SHELL_FIELD_NUMBER: _ClassVar[int]
     entropy: bytes
     wall_clock: _timestamp_pb2.Timestamp
     hostname: str
     mount_share: bool
     sysctls: _containers.ScalarMap[str, str]
     io_engine: str
-    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ..., sysctls: _Optional[_Mapping[str, str]] = ..., io_engine: _Optional[str] = ...) -> None: ...
+    debug_shell: bool
+    def __init__(self, entropy: _Optional[bytes] = ..., wall_clock: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hostname: _Optional[str] = ..., mount_share: _Optional[bool] = ..., sysctls: _Optional[_Mapping[str, str]] = ..., io_engine: _Optional[str] = ..., debug_shell: _Optional[bool] = ...) -> None: ...
 
 class SetupSandboxResponse(_message.Message):
     __slots__ = ("io_engine",)
