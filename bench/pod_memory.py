@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bulkhead.devenv import procs
 from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.monitor import procfs
 from footprint import children_map, pss_kib, with_descendants
 
 SHIM_DAEMON = "bulkhead.shim.daemon"
@@ -26,6 +27,7 @@ class PodMemory:
 
     parts: dict[str, int]
     counts: dict[str, int]
+    pids: frozenset[int] = frozenset()  # every process counted, for CPU sampling
 
     @property
     def total(self) -> int:
@@ -63,7 +65,7 @@ def bulkhead_pod(instance: PrivateContainerd, sandbox_id: str,
         shim |= (with_descendants(pid, children) - {pid})
     shim -= qemus
     return PodMemory({"shim": sum(map(pss_kib, shim)), "QEMU": sum(map(pss_kib, qemus))},
-                     {"shim": len(shim), "QEMU": len(qemus)})
+                     {"shim": len(shim), "QEMU": len(qemus)}, frozenset(shim | qemus))
 
 
 def runc_pod(instance: PrivateContainerd, sandbox_id: str,
@@ -78,7 +80,19 @@ def runc_pod(instance: PrivateContainerd, sandbox_id: str,
     below -= set(shims)
     return PodMemory({"shim": sum(map(pss_kib, shims)),
                       "pause + container": sum(map(pss_kib, below))},
-                     {"shim": len(shims), "pause + container": len(below)})
+                     {"shim": len(shims), "pause + container": len(below)},
+                     frozenset(set(shims) | below))
+
+
+def cpu_seconds(pids: frozenset[int]) -> float:
+    """utime + stime of these processes so far (those that exited count 0)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            total += procfs.stat(pid).cpu_seconds
+        except procfs.ProcError:
+            pass
+    return total
 
 
 def measure_pods(instance: PrivateContainerd, handler: str,

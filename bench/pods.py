@@ -166,10 +166,13 @@ def part_parallel(bench: CriBench, k: int) -> None:
 # --- 3. memory of idle pods --------------------------------------------------------------------
 
 
+CPU_WINDOW = 20.0  # seconds over which idle CPU is sampled
+
+
 def idle_pods(bench: CriBench, handler: str, m: int, settle: float
-              ) -> list[pod_memory.PodMemory]:
+              ) -> tuple[list[pod_memory.PodMemory], list[float]]:
     """Start m idle pods one after another (each until its first line), wait settle seconds,
-    measure their PSS, remove them."""
+    measure their PSS, then their CPU over CPU_WINDOW (millicores each), remove them."""
     pods: list[Pod] = []
     try:
         for i in range(m):
@@ -177,7 +180,12 @@ def idle_pods(bench: CriBench, handler: str, m: int, settle: float
             pods.append(pod)
         if bench.cancel.wait(settle):
             raise Cancelled("settling")
-        return pod_memory.measure_pods(bench.instance, handler, [p.id for p in pods])
+        memory = pod_memory.measure_pods(bench.instance, handler, [p.id for p in pods])
+        before = [pod_memory.cpu_seconds(m.pids) for m in memory]
+        if bench.cancel.wait(CPU_WINDOW):
+            raise Cancelled("sampling CPU")
+        after = [pod_memory.cpu_seconds(m.pids) for m in memory]
+        return memory, [(b - a) / CPU_WINDOW * 1000 for a, b in zip(before, after, strict=True)]
     finally:
         for pod in pods:
             bench.remove_pod(pod)
@@ -192,8 +200,10 @@ def part_memory(bench: CriBench, m: int, settle: float) -> None:
     print(f"\n3. host memory per idle pod (PSS from smaps_rollup), {m} idle pods per handler "
           f"(`echo ready; sleep 600`), measured {settle:g} s after the last one's first line")
     totals: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for handler in HANDLERS:
-        pods = idle_pods(bench, handler, m, settle)
+        pods, millicores = idle_pods(bench, handler, m, settle)
+        cpu[handler] = statistics.fmean(millicores)
         parts = list(pods[0].parts)
         means = {part: statistics.fmean(p.parts[part] for p in pods) for part in parts}
         counts = {part: statistics.fmean(p.counts[part] for p in pods) for part in parts}
@@ -203,7 +213,9 @@ def part_memory(bench: CriBench, m: int, settle: float) -> None:
         print(f"  {handler:9s} {split}  = {mib(totals[handler])} per pod "
               f"(min {mib(min(p.total for p in pods))}, max {mib(max(p.total for p in pods))})",
               flush=True)
-    print(f"  ratio per pod: {ratio(totals)}")
+        print(f"  {'':9s} idle CPU over {CPU_WINDOW:g} s: {cpu[handler]:.1f} millicores per pod "
+              f"(max {max(millicores):.1f})", flush=True)
+    print(f"  ratio per pod: memory {ratio(totals)}, idle CPU {ratio(cpu)}")
 
 
 # --- 4. HTTP -----------------------------------------------------------------------------------

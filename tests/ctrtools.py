@@ -76,6 +76,16 @@ def detached(ctd: PrivateContainerd, image: str, *cmd: str, opts: tuple[str, ...
         ctd.ctr("containers", "rm", cid, check=False)
 
 
+def end_foreground_run(ctd: PrivateContainerd, proc: subprocess.Popen[str], cid: str) -> None:
+    """After a test drove a foreground `ctr run`: kill it if it still runs, remove what is left."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if task_row(ctd, cid) is not None:
+        ctd.ctr("task", "rm", "-f", cid, check=False)
+    ctd.ctr("container", "rm", cid, check=False)
+
+
 def exec_(ctd: PrivateContainerd, cid: str, *cmd: str, exec_id: str = "",
           timeout: float = 60, input: str | None = None) -> subprocess.CompletedProcess[str]:
     """`ctr task exec` (attached); never raises on a non-zero exit."""

@@ -20,7 +20,7 @@ import pytest
 from bulkhead.devenv import cni
 from bulkhead.devenv.containerd import PrivateContainerd
 from cri.checks import free_port, http_get
-from ctrtools import RUNTIME, task_row, uid
+from ctrtools import RUNTIME, end_foreground_run, uid
 
 CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 CTR_CNI_PATHS = (Path("/etc/cni/net.d"), Path("/opt/cni/bin"))  # go-cni's defaults, for ctr
@@ -124,12 +124,7 @@ def test_ctr_run_cni_http_to_ip_and_published_port(
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 137, (out, err)  # httpd as PID 1 ignores SIGTERM
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if task_row(containerd, cid) is not None:
-            containerd.ctr("task", "rm", "-f", cid, check=False)
-        containerd.ctr("container", "rm", cid, check=False)
+        end_foreground_run(containerd, proc, cid)
     assert cni.rules_of(net) == [], "ctr's CNI DEL left portmap rules"
     assert leased_ip(tmp_path / "ipam") is None, "ctr's CNI DEL left the lease"
 

@@ -27,6 +27,7 @@ from bulkhead.devenv.containerd import (
     PrivateContainerd,
     available_versions,
 )
+from bulkhead.doctor import smoke
 from bulkhead.vmm import accel
 from leaks import LeakBaseline, find_leaks, is_qemu
 
@@ -237,10 +238,12 @@ def test_forced_kvm_that_cannot_run_here(tmp_path: Path, nothing_leaks: None) ->
 
 
 def _wait_for_vm(proc: subprocess.Popen[str], timeout: float = 60) -> bool:
-    """Until the smoke test's VM runs (True) or the doctor ended first (False)."""
+    """Until the smoke test's VM runs (True) or the doctor ended first (False); only its own
+    VM counts (one of an earlier test may still be on its way out)."""
     deadline = time.monotonic() + timeout
+    own = f"/{smoke.NAMESPACE}/"
     while time.monotonic() < deadline and proc.poll() is None:
-        if any(is_qemu(p) for p in procs.processes()):
+        if any(is_qemu(p) and own in p.command for p in procs.processes()):
             return True
         time.sleep(0.02)
     return False

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import datetime
 import difflib
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from bulkhead.install import containerd_config as cc
+from bulkhead.install.atomic_file import replace_file
 
 
 @dataclass(frozen=True)
@@ -72,19 +72,9 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
         mode, owner = st.st_mode & 0o7777, (st.st_uid, st.st_gid)
     except FileNotFoundError:
         owner = None
-    tmp = path.with_name(f".{path.name}.bulkhead-tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        if owner is not None:
-            os.chown(tmp, *owner)
-        os.replace(tmp, path)
+        replace_file(path, text.encode(), mode, owner)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise cc.ContainerdConfigError(f"cannot write {path}: {exc}") from None
 
 

@@ -14,6 +14,8 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bulkhead.install.atomic_file import replace_file
+
 STATE_DIR = "/var/lib/bulkhead"
 MANIFEST = f"{STATE_DIR}/node-install.json"
 BACKUP_DIR = f"{STATE_DIR}/node-backup"
@@ -153,7 +155,7 @@ class Ledger:
         if here.is_file() and not here.is_symlink():
             mode = stat.S_IMODE(here.stat().st_mode)  # a changed file keeps its mode
         self._prepare(node_path, here, "file", digest)
-        _write_atomic(here, data, mode)
+        replace_file(here, data, mode)
         return True
 
     def put_symlink(self, node_path: str, target: str) -> bool:
@@ -273,17 +275,6 @@ def _restore(backup: Path, here: Path, entry: Entry) -> None:
     if not here.is_symlink():
         os.chown(here, *entry.owner)
         os.chmod(here, entry.mode)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.bulkhead-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
 
 
 def _file_digest(path: Path) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import timestamp_pb2
 
+from bulkhead.sandbox.oci_hooks import ContainerHooks
 from bulkhead.stdio.host import ProcessIO
 
 # Go's zero time.Time: what containerd expects for "not exited yet".
@@ -96,6 +97,7 @@ class Container:
     paused: bool = False
     guest_pid: int = 0  # its init's pid in the guest (a pod's containers join the sandbox's)
     oom_reported: int = 0  # the guest cgroup's oom_kill count already published as /tasks/oom
+    hooks: ContainerHooks | None = None  # the spec's host-side OCI hooks
 
     @property
     def status(self) -> Status:

@@ -17,30 +17,26 @@ from bulkhead_wire.checks import check_id, parse_process_spec
 from bulkhead_wire.proto import (
     events_pb2,
     runc_details_pb2,
-    runtimeoptions_pb2,
     task_pb2,
 )
 from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from bulkhead import config as config_mod
-from bulkhead.sandbox import guest_bundle, sizing
+from bulkhead.sandbox import guest_bundle
 from bulkhead.sandbox.guest_spec import (
     SpecError,
     load_spec,
-    network_namespace_path,
-    vm_wide_sysctls,
-    wants_new_network_namespace,
 )
 from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
+from bulkhead.sandbox.oci_hooks import ContainerHooks, HookError
 from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
 from bulkhead.sandbox.volumes import VolumeError
-from bulkhead.shim import resources
+from bulkhead.shim import resources, sandbox_settings
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.exits import ExitReporter
-from bulkhead.shim.grouping import CONTAINER_TYPE, annotations_of, sandbox_key
+from bulkhead.shim.grouping import annotations_of, sandbox_key
 from bulkhead.shim.log_format import with_ids
 from bulkhead.shim.task import Container, Exit, Process, Status
 from bulkhead.stdio.host import ProcessIO, StdioError
@@ -133,20 +129,25 @@ class TaskService:
             spec = load_spec(req.bundle)
         except SpecError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
+        try:
+            hooks = ContainerHooks.from_spec(req.id, req.bundle, spec)
+        except HookError as exc:
+            raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         sb = self.sandbox
-        own_config = self._apply_runtime_options(req)
+        own_config = sandbox_settings.apply_runtime_options(sb, req)
         if self.config_error and not own_config:
             raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
         if sb.agent is None:
-            self._take_sandbox_settings(req.id, spec)
+            sandbox_settings.take_from_spec(sb, req.id, spec)
         io = await self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
         init = Process(req.id, "", req.stdin, req.stdout, req.stderr, req.terminal, io)
         init.timings["create"] = t_create
-        container = Container(req.id, req.bundle, init)
+        container = Container(req.id, req.bundle, init, hooks=hooks)
         self.tasks[req.id] = container
         sb.record_containers(list(self.tasks))
         try:
             await self._create_in_guest(container, req, spec)
+            await self._run_created_hooks(hooks)
         except BaseException:
             await self._forget(container)
             raise
@@ -160,6 +161,14 @@ class TaskService:
         self.events.publish("/tasks/create", ev)
         return task_pb2.CreateTaskResponse(pid=sb.vm_pid)
 
+    async def _run_created_hooks(self, hooks: ContainerHooks) -> None:
+        """prestart and createRuntime on the host, with the VM's pid (nerdctl's network)."""
+        try:
+            await hooks.created(self.sandbox.vm_pid)
+        except HookError as exc:
+            raise TtrpcError(Code.FAILED_PRECONDITION,
+                             f"container {hooks.container_id}: {exc}") from None
+
     async def _open_io(self, task_id: str, stdin: str, stdout: str, stderr: str,
                        terminal: bool) -> ProcessIO:
         """Host stdio ends; a bad path or logger is InvalidArgument naming it."""
@@ -168,43 +177,6 @@ class TaskService:
                                         task_id, self.sandbox.namespace)
         except StdioError as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
-
-    def _take_sandbox_settings(self, task_id: str, spec: dict[str, Any]) -> None:
-        """What the VM takes from its first container's spec: for a pod sandbox its size,
-        host cgroup and VM-wide sysctls; for any, the hostname and network namespace."""
-        sb = self.sandbox
-        try:
-            annotations = annotations_of(spec)
-            if annotations.get(CONTAINER_TYPE) == "sandbox":
-                sb.config = sizing.for_pod(sb.config, annotations)
-                sb.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
-                sb.vm_sysctls = vm_wide_sysctls(spec)
-        except (SpecError, sizing.SizingError) as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"pod sandbox {task_id}: {exc}") from None
-        hostname = spec.get("hostname")
-        if isinstance(hostname, str) and hostname:
-            sb.hostname = hostname
-        sb.netns_path = network_namespace_path(spec)
-        sb.own_netns = not sb.netns_path and wants_new_network_namespace(spec)
-
-    def _apply_runtime_options(self, req: task_pb2.CreateTaskRequest) -> bool:
-        """`--runtime-config-path` / CRI ConfigPath: a config file for this sandbox's VM.
-
-        Returns True if the request carried a config file (which then replaces the default).
-        """
-        if not req.options.type_url.endswith("runtimeoptions.v1.Options"):
-            return False
-        opts = runtimeoptions_pb2.Options.FromString(req.options.value)
-        if not opts.config_path or self.sandbox.agent is not None:
-            return False
-        if not os.path.isfile(opts.config_path):
-            raise TtrpcError(Code.INVALID_ARGUMENT,
-                             f"runtime config {opts.config_path}: no such file")
-        try:
-            self.sandbox.config = config_mod.load(opts.config_path)
-        except config_mod.ConfigError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"runtime config {exc}") from None
-        return True
 
     async def _create_in_guest(self, container: Container, req: task_pb2.CreateTaskRequest,
                                spec: dict[str, Any]) -> None:
@@ -310,6 +282,8 @@ class TaskService:
             else:
                 self.events.publish("/tasks/start", events_pb2.TaskStart(
                     container_id=req.id, pid=self.sandbox.vm_pid))
+                if container.hooks is not None:
+                    await container.hooks.started(self.sandbox.vm_pid)
         return task_pb2.StartResponse(pid=self.sandbox.vm_pid)
 
     async def _join_own_network(self, proc: Process) -> None:
@@ -437,6 +411,8 @@ class TaskService:
                 await agent.remove_container(container.id)
             except (TtrpcError, ConnectionError) as exc:
                 log.warning("remove %s in guest: %s", container.id, exc)
+        if container.hooks is not None:
+            await container.hooks.stopped()
         init = container.init
         init.set_exit(init.exit or Exit.now(0))  # deleted before it ever ran
         assert init.exit is not None
