@@ -47,19 +47,23 @@ class RunningContainerd:
                               capture_output=True, text=True, check=True, timeout=30).stdout
 
     def cri_config(self) -> dict[str, Any]:
-        """The CRI plugin's effective config, from Status(verbose) (it answers once loaded)."""
-        with CriClient(self.address, timeout=10) as client:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    info = client.status(verbose=True).info
-                    break
-                except CriError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
-        config: dict[str, Any] = json.loads(info["config"])
-        return config
+        return cri_config(self.address)
+
+
+def cri_config(address: Path) -> dict[str, Any]:
+    """A CRI plugin's effective config, from Status(verbose) (it answers once loaded)."""
+    with CriClient(address, timeout=10) as client:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                info = client.status(verbose=True).info
+                break
+            except CriError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    config: dict[str, Any] = json.loads(info["config"])
+    return config
 
 
 def redirect_host_paths(config_text: str, base: Path) -> str:

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from bulkhead import config as config_mod
 from bulkhead.devenv.containerd import INSTALLS, available_versions
 from bulkhead.install import containerd_config as cc
 from bulkhead.install import ledger, node, node_host
-from cri.client import CriClient
+from config_containerd import cri_config
 
 pytestmark = pytest.mark.containerd
 
@@ -138,17 +137,7 @@ def _snapshot(root: Path) -> dict[str, tuple[object, ...]]:
 
 def _runtimes(scratch: ScratchNode) -> dict[str, object]:
     socket = scratch.seen(scratch.scratch / "run" / "c.sock")
-    with CriClient(socket, timeout=10) as client:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                info = client.status(verbose=True).info
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-    runtimes: dict[str, object] = json.loads(info["config"])["containerd"]["runtimes"]
+    runtimes: dict[str, object] = cri_config(socket)["containerd"]["runtimes"]
     return runtimes
 
 
