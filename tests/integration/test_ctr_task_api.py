@@ -345,7 +345,11 @@ def test_vm_death_reports_every_process_within_two_seconds(
         took = time.monotonic() - t0
         assert long.returncode == 137
         assert took < 2.0, f"exits reported {took:.2f} s after the VM died"
-        assert any("VM died" in line for line in containerd.log_lines(cid))
+        # The broken agent link may report the exits before the shim reaps QEMU and says why.
+        deadline = time.monotonic() + 5
+        while not any("VM died" in line for line in containerd.log_lines(cid)):
+            assert time.monotonic() < deadline, "the shim log never named the VM's death"
+            time.sleep(0.1)
         kill = containerd.ctr("tasks", "kill", cid, check=False)
         assert "not found" in kill.stderr
 

@@ -254,8 +254,11 @@ def _wait_for_vm(proc: subprocess.Popen[str], timeout: float = 60) -> bool:
 def test_interrupted_smoke_test_cleans_up(how: str, nothing_leaks: None) -> None:
     """Ctrl-C (SIGINT to the whole process group, as a terminal sends it) or SIGTERM while the
     smoke test's VM runs: the doctor removes its containerd, shim and VM, then exits 130."""
+    # As from a terminal: SIGINT not ignored (a run started in the background, `make test &`,
+    # would pass SIG_IGN on, and Python then never raises KeyboardInterrupt).
     proc = subprocess.Popen([str(BULKHEAD), "doctor"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert _wait_for_vm(proc), "the smoke test's VM never showed up"
         if how == "ctrl-c":
