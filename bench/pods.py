@@ -45,6 +45,7 @@ from cri_bench import (
     unique_name,
     wait_first_line,
 )
+from runtime_comparison import add_parts_option
 from runtime_comparison import ratio as ratio_of
 
 PARTS = ("start", "parallel", "memory", "http")
@@ -264,14 +265,6 @@ def positive_ints(text: str) -> list[int]:
     return values
 
 
-def chosen_parts(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in names if p not in PARTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
-    return names
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=5, help="single-pod runs per handler (1.)")
@@ -283,8 +276,7 @@ def main() -> int:
                         help="seconds of load per concurrency level (4.)")
     parser.add_argument("--concurrency", type=positive_ints, default=[1, 4],
                         help="HTTP concurrency levels, comma-separated (4.; default 1,4)")
-    parser.add_argument("--parts", type=chosen_parts, default=list(PARTS),
-                        help=f"which figures, comma-separated (default {','.join(PARTS)})")
+    add_parts_option(parser, PARTS)
     parser.add_argument("--containerd-version", default="1.7")
     args = parser.parse_args()
     if os.geteuid() != 0:

@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import shutil
 import statistics
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +55,19 @@ def add_runtimes_option(parser: argparse.ArgumentParser, default: str) -> None:
     each VM; bulkhead-c and bulkhead-python pin the stdio engine, io_engine)."""
     parser.add_argument("--runtimes", default=default,
                         help=f"comma-separated, from {', '.join(RUNTIMES)} (default {default})")
+
+
+def add_parts_option(parser: argparse.ArgumentParser, parts: Sequence[str]) -> None:
+    """--parts a,b,...: which of a benchmark's figures to take (default all, in order)."""
+    def chosen(text: str) -> list[str]:
+        names = [p.strip() for p in text.split(",") if p.strip()]
+        unknown = [p for p in names if p not in parts]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown parts {unknown}; known: {', '.join(parts)}")
+        return names
+
+    parser.add_argument("--parts", type=chosen, default=list(parts),
+                        help=f"which figures, comma-separated (default {','.join(parts)})")
 
 
 def selected(arg: str) -> dict[str, Runtime]:

@@ -47,6 +47,7 @@ from footprint import children_map, shim_pids
 from interrupts import uninterrupted
 from runtime_comparison import (
     Runtime,
+    add_parts_option,
     add_runtimes_option,
     bench_containerd,
     new_container_id,
@@ -437,14 +438,6 @@ def report(results: dict[str, Figures], used: dict[str, str], size_mib: int,
 # --- main --------------------------------------------------------------------------------------
 
 
-def chosen_parts(text: str) -> list[str]:
-    names = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in names if p not in PARTS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown parts {unknown}; known: {', '.join(PARTS)}")
-    return names
-
-
 def run(args: argparse.Namespace, runtimes: dict[str, Runtime]) -> int:
     """Each part for every runtime in turn; a failure is printed and the rest still run."""
     results = {name: Figures() for name in runtimes}
@@ -470,8 +463,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256,
                         help="MiB moved per transfer (default 256)")
-    parser.add_argument("--parts", type=chosen_parts, default=list(PARTS),
-                        help=f"which figures, comma-separated (default {','.join(PARTS)})")
+    add_parts_option(parser, PARTS)
     parser.add_argument("--containerd-version", default="1.7")
     add_runtimes_option(parser, "runc,bulkhead-c,bulkhead-python")
     args = parser.parse_args()
