@@ -17,6 +17,7 @@ from pathlib import Path
 import bulkhead
 import bulkhead_agent
 import pytest
+from bulkhead.devenv import procs
 from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.stdio.channel import MAGIC, DataChannel
 from bulkhead_wire.ttrpc import Client, Code, TtrpcError
@@ -122,13 +123,7 @@ def start_agent(root: Path) -> AgentProcess:
 
 
 def stop_agent(agent: AgentProcess) -> None:
-    if agent.proc.poll() is None:
-        agent.proc.terminate()
-        try:
-            agent.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            agent.proc.kill()
-            agent.proc.wait()
+    procs.terminate(agent.proc)
 
 
 @pytest.fixture(scope="module")

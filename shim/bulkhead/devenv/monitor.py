@@ -10,6 +10,8 @@ import time
 import urllib.request
 from types import TracebackType
 
+from bulkhead.devenv import procs
+
 START_TIMEOUT = 20.0  # seconds for the monitor to print its address
 
 
@@ -46,11 +48,6 @@ class MonitorProcess:
                  tb: TracebackType | None) -> None:
         if self.proc is None:
             return
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        procs.terminate(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
