@@ -7,7 +7,7 @@ import os
 import socket
 from pathlib import Path
 
-from bulkhead.vmm.console import ConsoleRing, console_files, read_console
+from bulkhead.vmm.console import ConsoleRing, read_ring, ring_files
 
 
 def test_ring_keeps_the_newest_bytes_within_twice_the_cap(tmp_path: Path) -> None:
@@ -27,8 +27,8 @@ def test_ring_keeps_the_newest_bytes_within_twice_the_cap(tmp_path: Path) -> Non
         ring.close()
 
     asyncio.run(main())
-    assert sum(p.stat().st_size for p in console_files(path)) <= 2000
-    text = read_console(path).decode()
+    assert sum(p.stat().st_size for p in ring_files(path)) <= 2000
+    text = read_ring(path).decode()
     assert text.endswith("line 0299\n") and "line 0000" not in text
     lines = text.splitlines()
     assert lines == [f"line {i:04d}" for i in range(300 - len(lines), 300)]  # in order, none lost

@@ -11,7 +11,7 @@ from pathlib import Path
 from bulkhead.debug import target
 from bulkhead.sandbox.state import SHIM_LOG
 from bulkhead.vmm.base import CONSOLE_LOG
-from bulkhead.vmm.console import console_files
+from bulkhead.vmm.console import read_ring, ring_files
 from bulkhead.vmm.process import text_tail
 
 
@@ -33,23 +33,16 @@ def run(args: argparse.Namespace) -> int:
     state_dir = Path(found.path)
     parts = []
     if not args.console:
-        parts.append(("shim log", console_files(state_dir / SHIM_LOG)))
+        parts.append(("shim log", state_dir / SHIM_LOG))
     if not args.shim:
-        parts.append(("guest console", console_files(state_dir / CONSOLE_LOG)))
-    for title, files in parts:
-        print(f"==> {title} of sandbox {found.namespace}/{found.sandbox_id} "
-              f"({', '.join(str(f) for f in files) or 'none yet'}) <==")
-        raw = b"".join(_read(f) for f in files)
+        parts.append(("guest console", state_dir / CONSOLE_LOG))
+    for title, path in parts:
+        files = ", ".join(str(f) for f in ring_files(path)) or "none yet"
+        print(f"==> {title} of sandbox {found.namespace}/{found.sandbox_id} ({files}) <==")
+        raw = read_ring(path)
         if args.tail > 0:
             print(text_tail(raw, args.tail))
         else:
             sys.stdout.flush()
             os.write(sys.stdout.fileno(), raw)
     return 0
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError:
-        return b""

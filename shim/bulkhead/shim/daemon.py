@@ -24,6 +24,7 @@ from bulkhead.shim.flags import ShimArgs, parse
 from bulkhead.shim.grouping import socket_path
 from bulkhead.shim.log_format import LogrusFormatter
 from bulkhead.shim.task_service import SERVICES, TaskService
+from bulkhead.vmm.console import CAP_BYTES as RING_CAP_BYTES
 
 log = logging.getLogger("bulkhead")
 LISTEN_FD = 3
@@ -46,12 +47,13 @@ def setup_logging(bundle: str, debug: bool, namespace: str = "", sandbox: str = 
 
 
 def keep_log_file(state_dir: str) -> logging.Handler:
-    """Also log into the state dir, for `bulkhead logs`: two files of 1 MiB at most."""
+    """Also log into the state dir, for `bulkhead logs`: a ring of two files, capped like the
+    console's."""
     import logging.handlers
 
     root = logging.getLogger()
     handler = logging.handlers.RotatingFileHandler(os.path.join(state_dir, SHIM_LOG),
-                                                   maxBytes=1 << 20, backupCount=1)
+                                                   maxBytes=RING_CAP_BYTES, backupCount=1)
     handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
     root.addHandler(handler)
     return handler

@@ -16,7 +16,7 @@ from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.template import store
 from bulkhead.template.key import TemplateError, TemplateKey
 from bulkhead.vmm.base import CONSOLE_LOG, VMConfig, VMError
-from bulkhead.vmm.console import read_console
+from bulkhead.vmm.console import read_ring
 from bulkhead.vmm.qemu import QemuVM
 
 log = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ async def _boot_and_snapshot(build_dir: Path, config: VMConfig) -> dict[str, obj
 async def _wait_ready(console: Path, vm: QemuVM) -> None:
     """The agent says READY once both channels wait for a new host: the moment to snapshot."""
     deadline = time.monotonic() + READY_TIMEOUT
-    while READY_MARKER not in read_console(console):
+    while READY_MARKER not in read_ring(console):
         if time.monotonic() > deadline:
             raise TemplateError(f"template VM {vm.config.name}: no {READY_MARKER.decode()!r} "
                                 f"on its console within {READY_TIMEOUT:g} s (console tail: "

@@ -47,9 +47,7 @@ class ConsoleRing:
         if self._fd < 0:
             return
         self._drain()
-        if self._loop is not None:
-            with contextlib.suppress(ValueError, RuntimeError):
-                self._loop.remove_reader(self._ours.fileno())
+        self._stop_reading()
         self._ours.close()
         self.release_qemu_fd()
         os.close(self._fd)
@@ -64,11 +62,14 @@ class ConsoleRing:
             except OSError:
                 data = b""
             if not data:  # QEMU is gone: nothing more will come
-                if self._loop is not None:
-                    with contextlib.suppress(ValueError, RuntimeError):
-                        self._loop.remove_reader(self._ours.fileno())
+                self._stop_reading()
                 return
             self._append(data)
+
+    def _stop_reading(self) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                self._loop.remove_reader(self._ours.fileno())
 
     def _append(self, data: bytes) -> None:
         if self._size + len(data) > self.cap and self._size > 0:
@@ -81,15 +82,16 @@ class ConsoleRing:
         self._size += len(data)
 
 
-def console_files(path: Path) -> list[Path]:
-    """The ring's files, oldest first (those that exist)."""
+def ring_files(path: Path) -> list[Path]:
+    """A ring's files, oldest first (those that exist): this console's, or the shim's log
+    (logging's RotatingFileHandler with one backup uses the same names)."""
     return [p for p in (Path(str(path) + OLDER_SUFFIX), path) if p.exists()]
 
 
-def read_console(path: Path, max_bytes: int = 2 * CAP_BYTES) -> bytes:
-    """The last max_bytes of the console, across both files of the ring."""
+def read_ring(path: Path, max_bytes: int = 2 * CAP_BYTES) -> bytes:
+    """The last max_bytes of a ring, across both of its files."""
     data = b""
-    for file in console_files(path):
+    for file in ring_files(path):
         with contextlib.suppress(OSError):
             data += file.read_bytes()
     return data[-max_bytes:]

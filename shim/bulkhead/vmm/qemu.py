@@ -36,7 +36,7 @@ from bulkhead.vmm.base import (
     VMKilled,
     remove_runtime_files,
 )
-from bulkhead.vmm.console import ConsoleRing, read_console
+from bulkhead.vmm.console import ConsoleRing, read_ring
 from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn, text_tail
 from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
 from bulkhead.vmm.qmp import QMPClient, QMPError
@@ -209,7 +209,7 @@ class QemuVM:
         """The last lines the guest wrote on its serial console."""
         if self._console is not None:
             self._console.flush()
-        return text_tail(read_console(self.config.state_dir / CONSOLE_LOG, 65536), lines)
+        return text_tail(read_ring(self.config.state_dir / CONSOLE_LOG, 65536), lines)
 
     async def qmp(self, timeout: float = 5.0) -> QMPClient:
         """A negotiated QMP connection to this VM (one client at a time); the caller closes it."""
