@@ -723,8 +723,10 @@ class PrivateContainerd(CtrClient):
         return procs.find_processes(lambda p: procs.has_arg_pair(p, "-address", addr))
 
     def _cleanup_files(self) -> list[str]:
-        """Kill our leftover shims, unmount under our dirs, then delete them."""
+        """Clean up our shims' sandboxes as containerd would after a shim's death, kill what
+        is left of our shims, unmount under our dirs, then delete them."""
         problems: list[str] = []
+        self._cleanup_own_sandboxes()
         survivors = procs.kill_and_wait(p.pid for p in self.shim_processes())
         if survivors:
             problems.append(f"shim processes did not exit: {survivors}")
@@ -744,6 +746,18 @@ class PrivateContainerd(CtrClient):
         for base in (self.root_base, self.run_base):
             _rmdir_if_empty(base)
         return problems
+
+    def _cleanup_own_sandboxes(self) -> None:
+        """The shim's crash-only `delete` for every sandbox state dir of ours: a shim still
+        shutting down (say, interrupted mid-Create) gets its grace period, then its VM,
+        mounts and state dir go (containerd, already stopped, cannot do it any more)."""
+        from bulkhead.monitor import discovery
+        from bulkhead.shim.delete import cleanup_sandbox
+
+        for found in discovery.discover():
+            ours = shim_socket_path(self.address, found.namespace, found.sandbox_id)
+            if found.state is not None and found.state.socket == str(ours):
+                cleanup_sandbox(found.path, found.state.socket)
 
     def sandbox_ids(self) -> set[str]:
         """Ids of the pod sandboxes CRI has state for (left over only if not removed)."""
