@@ -4,6 +4,8 @@
 #   make demo      run one container through containerd with the Bulkhead runtime
 #   make test      lint + the whole test suite
 #   make lint      ruff + mypy
+#   make lock      refresh requirements/lock.txt to the newest releases pyproject.toml allows, then
+#                  make test on them (LOCK_ARGS="--upgrade-package tomlkit" to move one package)
 #   make bench-pods  pods through CRI, Bulkhead vs runc (BENCH_ARGS="-n 5 ..."; needs `install`)
 #   make bench-stdio stdio throughput, runc vs Bulkhead's C and Python engines
 #                  (BENCH_ARGS="--size-mib 64 ..."; needs `install`)
@@ -30,27 +32,42 @@ LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
 SRC_INPUTS  := pyproject.toml setup.py shim guest-agent wire cffi_build proto README.md
 INSTALL_STAMP := $(VENV)/.bulkhead-src-sha256
+# The one lock of every Python distribution installed anywhere (venv, build, tests, guest image),
+# with hashes; `make lock` writes it from pyproject.toml (dependencies, the `test` extra) and
+# requirements/inputs.in (build requirements, the lock tool).
+LOCK        := requirements/lock.txt
+LOCK_INPUTS := pyproject.toml requirements/inputs.in
+LOCK_STAMP  := $(VENV)/.bulkhead-lock-sha256
+LOCK_ARGS   ?= --upgrade
 
 .PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \
-        bench-pods bench-stdio
+        bench-pods bench-stdio lock
 
 install: deps venv package links demo-image guest-image template
 
 deps:
 	bash packaging/host/install-deps
 
-# A Debian-python venv (never pyenv's): the shim must run the same Python on every host.
+# A Debian-python venv (never pyenv's: the shim must run the same Python on every host) holding
+# exactly the lock, every hash checked. Made anew whenever the lock or the interpreter changed, so
+# nothing an earlier install put there survives.
 venv: deps
-	@home=$$(sed -n 's/^home = //p' $(VENV)/pyvenv.cfg 2>/dev/null || true); \
-	if [[ ! -x $(PY) || "$$home" != "$(patsubst %/,%,$(dir $(HOST_PYTHON)))" ]]; then \
-	  echo "creating venv $(VENV) from $(HOST_PYTHON)"; \
+	@want=$$(sha256sum $(LOCK) | cut -d' ' -f1); \
+	home=$$(sed -n 's/^home = //p' $(VENV)/pyvenv.cfg 2>/dev/null || true); \
+	if [[ -x $(PY) && "$$home" == "$(patsubst %/,%,$(dir $(HOST_PYTHON)))" \
+	      && "$$(cat $(LOCK_STAMP) 2>/dev/null)" == "$$want" ]]; then \
+	  echo "venv $(VENV): as $(LOCK) says"; \
+	else \
+	  echo "creating venv $(VENV) from $(HOST_PYTHON) and $(LOCK)"; \
 	  rm -rf $(VENV); \
 	  $(HOST_PYTHON) -m venv $(VENV); \
+	  $(PY) -m pip install -q --require-hashes -r $(LOCK); \
+	  echo "$$want" > $(LOCK_STAMP); \
 	fi
-	@$(PY) -c 'import setuptools, wheel, cffi, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 68)' \
-	  2>/dev/null || $(PY) -m pip install -q 'setuptools>=68' wheel 'cffi>=1.17'
 
-# (Re)install the project (non-editable, with test extras) only when its sources changed.
+# (Re)install the project (non-editable) only when its sources changed: its dependencies and build
+# requirements are the venv's locked ones (no index, no build isolation), and pip check proves the
+# lock satisfies pyproject.toml.
 package: venv
 	@inputs=(); for p in $(SRC_INPUTS); do if [[ -e $$p ]]; then inputs+=("$$p"); fi; done; \
 	sum=$$(find "$${inputs[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' \
@@ -60,8 +77,9 @@ package: venv
 	else \
 	  rm -rf build shim/*.egg-info guest-agent/*.egg-info; \
 	  $(PY) -m pip uninstall -q -y bulkhead >/dev/null 2>&1 || true; \
-	  $(PY) -m pip install -q --no-build-isolation '.[test]'; \
+	  $(PY) -m pip install -q --no-build-isolation --no-deps --no-index --no-cache-dir .; \
 	  rm -rf build shim/*.egg-info guest-agent/*.egg-info; \
+	  $(PY) -m pip check; \
 	  echo "$$sum" > $(INSTALL_STAMP); \
 	  echo "bulkhead package: installed into $(VENV)"; \
 	fi
@@ -106,6 +124,13 @@ test: install
 
 pytest: install
 	$(PY) -m pytest -q tests
+
+# Upgrading is a deliberate, tested step: resolve anew for the venv's interpreter, write the lock
+# with every file's hash, then the whole suite on a venv made from it.
+lock: venv
+	$(VENV)/bin/uv pip compile $(LOCK_INPUTS) --extra test --generate-hashes --python $(PY) \
+	  --custom-compile-command "make lock" --quiet $(LOCK_ARGS) -o $(LOCK)
+	$(MAKE) --no-print-directory test
 
 lint: package
 	@dirs=(); for d in $(LINT_DIRS); do \

@@ -1,5 +1,6 @@
 """Run a containerd from a config file as a node would, except for the host paths it writes
-(root, state, sockets, opt, NRI), which go under one scratch directory removed at the end."""
+(root, state, sockets, opt, NRI, the CRI plugin's CNI config dir), which go under one scratch
+directory removed at the end."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ HOST_PATHS = ("/opt/containerd", "/var/lib/containerd", "/var/run/nri", "/opt/nr
               "/run/containerd/containerd.sock", "/etc/cni/net.d")
 OPT_PLUGIN = "io.containerd.internal.v1.opt"
 NRI_PLUGIN = "io.containerd.nri.v1.nri"
+# The plugin whose `cni` table names conf_dir (containerd 1.6 creates it), by config version.
+CNI_PLUGIN = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
 
 
 @dataclass
@@ -81,6 +84,8 @@ def redirect_host_paths(config_text: str, base: Path) -> str:
     nri["socket_path"] = str(base / "nri.sock")
     nri["plugin_path"] = str(base / "nri-plugins")
     nri["plugin_config_path"] = str(base / "nri-conf")
+    cri = plugins.setdefault(CNI_PLUGIN[int(doc.get("version", 2))], tomlkit.table())
+    cri.setdefault("cni", tomlkit.table())["conf_dir"] = str(base / "cni-conf")
     return tomlkit.dumps(doc)
 
 

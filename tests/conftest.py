@@ -1,6 +1,7 @@
 """Shared fixtures: private containerd 1.6 / 1.7 / 2.1 instances (one per session each), the
-demo image imported into them, and a per-test leak check. CRI-enabled instances and the `cri`
-fixture come from the cri.fixtures plugin."""
+demo image imported into them, a per-test leak check, and the session's check that the host is
+left as it was found. CRI-enabled instances and the `cri` fixture come from the cri.fixtures
+plugin."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bulkhead.devenv.containerd import (
     available_versions,
     reap_stale_instances,
 )
+from host_state import HostState, changes
 from leaks import LeakBaseline, assert_no_leaks
 
 # grpcio (the CRI client) installs fork handlers that restart its event engine in a forked
@@ -30,6 +32,19 @@ DEMO_IMAGE_TAR = Path(
 )
 VERSIONS = tuple(INSTALLS)  # every version devenv knows: 1.6, 1.7, 2.1
 pytest_plugins = ("cri.fixtures",)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found() -> Iterator[None]:
+    """Errors the run (at the last teardown) if the suite changed the host's watched paths,
+    mounts, links, iptables rules or processes (tests/host_state.py), naming each change."""
+    before = HostState.read()
+    yield
+    diff = changes(before, HostState.read())
+    if diff:
+        shown = "\n".join(diff[:200]) + (f"\n... and {len(diff) - 200} more" if len(diff) > 200
+                                           else "")
+        raise AssertionError(f"the suite left the host changed ({len(diff)}):\n{shown}")
 
 
 def _start_instance(version: str) -> Iterator[PrivateContainerd]:

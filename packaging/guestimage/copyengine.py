@@ -4,8 +4,8 @@ check that the guest's own python loads it.
 The guest has neither compiler nor headers, so the module is compiled on the host by
 cffi_build/build_copyengine.py, run by a Debian python3.11: the guest runs the same interpreter
 of the same release, so headers and ABI match (cffi's module uses the limited API, hence the
-.abi3.so name setuptools gives it). Its runtime, _cffi_backend, is the cffi wheel pinned in
-packaging/guest/requirements.txt (the wheels layer).
+.abi3.so name setuptools gives it). Its runtime, _cffi_backend, is the cffi wheel
+that packaging/guest/wheels.txt names, at the version of the project lock (the wheels layer).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from guestimage.layout import (
     copyengine_sources,
     read_list,
 )
+from guestimage.wheels import wheel_requirements
 
 
 @dataclass
@@ -68,7 +69,8 @@ def collect_inputs(
         ]
     )
     kernel_key = hash_strings([script, kernel_line, (GUEST / "modules.txt").read_text(), fstype])
-    wheels_key = hash_strings([script, base_key, (GUEST / "requirements.txt").read_text()])
+    wheel_lines = wheel_requirements()
+    wheels_key = hash_strings([script, base_key, *wheel_lines])
     ce_key = copyengine_key(script)
     agent_hashes = {
         name: hash_strings(tree_digest(src, ignore_suffixes=AGENT_IGNORED_SUFFIXES))
@@ -83,6 +85,7 @@ def collect_inputs(
             kernel_line,
             *pkg_lines,
             *guest_files,
+            *wheel_lines,
             ce_key,
             *sorted(f"{k} {v}" for k, v in agent_hashes.items()),
         ]

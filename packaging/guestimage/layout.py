@@ -12,6 +12,8 @@ PACKAGING = PACKAGE.parent
 ENTRY_POINT = PACKAGING / "build-guest-image"
 GUEST = PACKAGING / "guest"
 REPO = PACKAGING.parent
+# The project's one Python lock: the guest's wheels take their versions and hashes from it.
+LOCK = REPO / "requirements" / "lock.txt"
 # Our packages, copied into the image as they are in the tree.
 AGENT_SOURCES = {
     "bulkhead_wire": REPO / "wire" / "bulkhead_wire",

@@ -1,12 +1,14 @@
-"""The wheels layer: the pinned wheels of requirements.txt, downloaded once, unpacked, compiled.
+"""The wheels layer: the wheels named in packaging/guest/wheels.txt, at the versions and hashes of
+the project's lock, downloaded once, unpacked, compiled.
 
-pip only downloads (for the guest's platform); it never runs inside the image.
+pip only downloads (for the guest's platform, checking every hash); it never runs inside the image.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from guestimage.bytecode import check_bytecode, compile_bytecode
 from guestimage.digests import hash_strings, sha256_file
 from guestimage.files import rmtree
 from guestimage.layout import GUEST, GUEST_PYTHONPATH, read_list
+from guestimage.lock import pins_for
 from guestimage.steps import BuildError, log, run
 
 
@@ -33,12 +36,12 @@ class Wheel:
 
 
 def wheel_requirements() -> list[str]:
-    """Pinned requirement lines of packaging/guest/requirements.txt."""
-    reqs = [r[0] for r in read_list(GUEST / "requirements.txt")]
-    for r in reqs:
-        if "==" not in r:
-            raise BuildError(f"wheels: requirement '{r}' in requirements.txt is not pinned with ==")
-    return reqs
+    """`name==version --hash=...` of each distribution in wheels.txt, from the lock."""
+    names = [r[0] for r in read_list(GUEST / "wheels.txt")]
+    for n in names:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", n):
+            raise BuildError(f"wheels: `{n}` in wheels.txt is not a bare name (the lock pins it)")
+    return [pin.requirement() for pin in pins_for(names)]
 
 
 def pip_command() -> list[str]:
@@ -57,12 +60,16 @@ def download_wheels(reqs: list[str], wheelhouse: Path, tmp_root: Path) -> Path:
     dest = wheelhouse / hash_strings(reqs)[:16]
     if dest.is_dir():
         return dest
-    log(f"wheels: downloading {', '.join(reqs)}")
+    log(f"wheels: downloading {', '.join(r.split()[0] for r in reqs)}")
     dl = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=tmp_root))
     try:
+        listed = dl / "requirements.txt"
+        listed.write_text("".join(f"{r}\n" for r in reqs))
         target = "--platform manylinux2014_x86_64 --python-version 3.11 --implementation cp"
-        only = "download --disable-pip-version-check --no-deps --only-binary=:all:"
-        run("pip download", [*pip_command(), *only.split(), *target.split(), "-d", str(dl), *reqs])
+        only = "download --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes"
+        run("pip download", [*pip_command(), *only.split(), *target.split(), "-d", str(dl),
+                             "-r", str(listed)])
+        listed.unlink()
         wheelhouse.mkdir(parents=True, exist_ok=True)
         for old in wheelhouse.iterdir():
             rmtree(old)

@@ -11,14 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message, message_factory
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 RUNTIME_SERVICE = "/runtime.v1.RuntimeService/"
 CALL_TIMEOUT = 180.0  # stopping a VM-backed pod under TCG can take a while
 
 
 @functools.cache
-def _messages() -> dict[str, type[message.Message]]:
+def _messages() -> dict[str, Any]:  # classes made at run time: no static fields
     """PodSandboxId{1: id}, Empty{}, PodSandbox{1: id} and ListPodSandboxResponse{1: items}:
     the field numbers of runtime.v1 that these calls use (message names never travel)."""
     proto = descriptor_pb2.FileDescriptorProto(name="bulkhead_devenv_cri.proto",

@@ -254,10 +254,10 @@ def merge_handler(config_text: str, containerd_version: str, runtime_name: str =
 
 def _set_key(table: Any, key: str, value: object) -> None:
     """Set a key; a new one is indented like the table's other keys (or its header + 2)."""
-    if key in table or not isinstance(table, Table):  # (a table split over the file: as is)
-        table[key] = value
+    new = key not in table
+    table[key] = value  # tomlkit puts a new key after the table's last key, before blank lines
+    if not new or not isinstance(table, Table):  # (a table split over the file: as is)
         return
-    _insert_before_trailing_blank(table, key, value)
     siblings = [item for k, item in table.value.body if k is not None and k.key != key
                 and not isinstance(item, Table)]
     indent = (len(siblings[0].trivia.indent) if siblings
@@ -265,18 +265,6 @@ def _set_key(table: Any, key: str, value: object) -> None:
     item = table.value.item(key)
     if isinstance(item, Item):
         item.indent(indent)
-
-
-def _insert_before_trailing_blank(table: Table, key: str, value: object) -> None:
-    """Keep a table's trailing blank line after its keys (tomlkit appends after it)."""
-    body = table.value.body
-    plain = [i for i, (k, item) in enumerate(body) if k is not None and not isinstance(item, Table)]
-    if plain and plain[-1] + 1 < len(body):
-        after = body[plain[-1]][0]
-        assert after is not None
-        table.value._insert_after(after, key, value)
-    else:
-        table[key] = value
 
 
 def _table_at(doc: Container, path: tuple[str, ...]) -> Any:
