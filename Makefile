@@ -119,7 +119,7 @@ demo: install
 # Lint first, tests last (so pytest's summary closes the output); fail if either failed.
 test: install
 	@rc=0; $(MAKE) --no-print-directory lint || rc=1; \
-	$(PY) -m pytest -q tests || rc=$$?; \
+	$(PY) -m pytest -q --durations=15 tests || rc=$$?; \
 	exit $$rc
 
 pytest: install

@@ -65,11 +65,30 @@ def leftover_namespaces() -> list[str]:
     return sorted(n for n in names if n.startswith(mine))
 
 
+def netns_dir_made() -> bool:
+    """True when `ip netns add` would make NETNS_DIR (call before it): see release_netns_dir."""
+    return not os.path.lexists(NETNS_DIR)
+
+
+def release_netns_dir(made: bool) -> None:
+    """Undo what the first `ip netns add` does to the host (it makes NETNS_DIR and mounts it on
+    itself, shared) when this test made it and no namespace is left in it."""
+    if not made or not os.path.isdir(NETNS_DIR) or os.listdir(NETNS_DIR):
+        return
+    real = os.path.realpath(NETNS_DIR)
+    with open("/proc/self/mountinfo") as f:
+        mounted = any(line.split()[4] == real for line in f)
+    if mounted:
+        subprocess.run(["umount", real], capture_output=True, check=True)
+    os.rmdir(real)
+
+
 class Namespaces:
     """Creates namespaces for one test; remove_all() deletes them and all they hold."""
 
     def __init__(self) -> None:
         self.names: list[str] = []
+        self.made_dir = netns_dir_made()
 
     def add(self, role: str) -> str:
         name = f"{PREFIX}-{os.getpid()}-{next(_counter)}-{role}"
@@ -81,6 +100,7 @@ class Namespaces:
         for name in reversed(self.names):
             subprocess.run(["ip", "netns", "del", name], capture_output=True)
         self.names.clear()
+        release_netns_dir(self.made_dir)
 
 
 def path(netns: str) -> str:

@@ -49,6 +49,13 @@ def cgroup_of(pid: int, proc: str = "/proc") -> str | None:
     return None
 
 
+def container_cgroup_of(pid: int, proc: str = "/proc") -> str | None:
+    """pid's cgroup when it has one of its own: never the root nor the agent's own cgroup, which
+    kill_all would end (a development agent's children share the agent's)."""
+    path = cgroup_of(pid, proc)
+    return None if path in (None, "/", cgroup_of(os.getpid(), proc)) else path
+
+
 def pids_in(path: str, root: str = ROOT) -> list[int]:
     """Every pid in the cgroup `path` and its descendants; raises OSError if it is gone."""
     base = root + path.rstrip("/")
@@ -86,9 +93,12 @@ def oom_kills(path: str, root: str = ROOT) -> int:
 
 def kill_all(path: str, root: str = ROOT) -> bool:
     """SIGKILL every process in the cgroup at once (cgroup.kill); False if it is gone."""
-    try:
-        with open(f"{root}{path.rstrip('/')}/cgroup.kill", "w") as f:
-            f.write("1")
+    try:  # (never created: a cgroup without cgroup.kill is not one to write into)
+        fd = os.open(f"{root}{path.rstrip('/')}/cgroup.kill", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, b"1")
+        finally:
+            os.close(fd)
         return True
     except OSError as exc:
         log.debug("cgroup.kill of %s: %s", path, exc)

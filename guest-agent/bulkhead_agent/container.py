@@ -163,7 +163,8 @@ class Supervisor:
             raise
         io.start(link)
         init = Process(INIT, io, terminal=terminal, pid=pid)
-        ctr = Container(container_id, bundle, workdir, init, cgroup_path=cgroup.cgroup_of(pid))
+        ctr = Container(container_id, bundle, workdir, init,
+                        cgroup_path=cgroup.container_cgroup_of(pid))
         init.track(self.reaper.watch(pid), lambda: self._init_exited(ctr))
         return ctr
 
@@ -318,8 +319,8 @@ class Supervisor:
         """(pid, exec id) of every process in the container's cgroup; exec id "" if not an exec."""
         ctr = self.get(container_id)
         execs = {p.pid: p.exec_id for p in ctr.execs.values() if p.running}
-        path = ctr.cgroup_path
-        if path and path != "/" and path != cgroup.cgroup_of(os.getpid()):
+        path = ctr.cgroup_path  # (only ever a cgroup of the container's own)
+        if path:
             try:
                 pids = sorted(cgroup.pids_in(path, self.cgroup_root))
                 return [(pid, execs.get(pid, "")) for pid in pids]

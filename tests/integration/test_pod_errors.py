@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from bulkhead.devenv.containerd import PrivateContainerd
 from ctrtools import GUEST, RUNTIME, qemu_pids, run, uid
+from netns_tools import netns_dir_made, release_netns_dir
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]
 
@@ -28,6 +29,7 @@ def _guest_image() -> None:
 def netns(tmp_path: Path) -> Iterator[Path]:
     """A network namespace of the test's own with one veth end in it (no traffic leaves)."""
     name = f"bhpe{int(time.monotonic() * 1000) % 100000}"
+    made = netns_dir_made()
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         subprocess.run(["ip", "link", "add", f"{name}h", "type", "veth", "peer", "name",
@@ -39,6 +41,7 @@ def netns(tmp_path: Path) -> Iterator[Path]:
     finally:
         subprocess.run(["ip", "link", "del", f"{name}h"], check=False, capture_output=True)
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+        release_netns_dir(made)
 
 
 def links_and_filters(netns: Path) -> tuple[list[str], str]:

@@ -44,6 +44,28 @@ def test_cgroup_of_and_pids_in(tmp_path: Path) -> None:
         cgroup.pids_in("/pods/gone", str(root))
 
 
+def test_a_container_cgroup_is_never_the_root_nor_the_agents(tmp_path: Path) -> None:
+    """kill_all on the agent's own cgroup would end the agent (and, on a development host, the
+    session that runs it); on the root it is meaningless."""
+    proc = tmp_path / "proc"
+    own = cgroup.cgroup_of(os.getpid()) or "/agent"
+    for pid, line in ((os.getpid(), own), (50, "/"), (51, own), (52, "/pods/c2")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "cgroup").write_text(f"0::{line}\n")
+    assert [cgroup.container_cgroup_of(p, str(proc)) for p in (50, 51, 52, 53)] == [
+        None, None, "/pods/c2", None]
+
+
+def test_kill_all_never_creates_a_file(tmp_path: Path) -> None:
+    """A directory that is not a cgroup (a tmpfs, a host's v1 /sys/fs/cgroup) stays as it was."""
+    assert cgroup.kill_all("/", str(tmp_path)) is False
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "c1").mkdir()
+    (tmp_path / "c1" / "cgroup.kill").write_text("")
+    assert cgroup.kill_all("/c1", str(tmp_path)) is True
+    assert (tmp_path / "c1" / "cgroup.kill").read_text() == "1"
+
+
 def test_cgroup_of_self_is_v2_path() -> None:
     path = cgroup.cgroup_of(os.getpid())
     if path is None:

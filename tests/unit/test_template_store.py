@@ -89,3 +89,24 @@ def test_one_builder_at_a_time() -> None:
 
     asyncio.run(main())
     assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+
+
+def test_no_lock_file_outlives_its_build(run_dir: Path) -> None:
+    """The lock goes with the build; a waiter that won the unlinked file locks the new one."""
+    order: list[str] = []
+
+    async def builder(name: str) -> None:
+        async with store.locked(KEY.digest, timeout=5):
+            order.append(f"{name} in")
+            assert (run_dir / "templates" / (KEY.digest + store.LOCK_SUFFIX)).exists()
+            await asyncio.sleep(0.05)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        await asyncio.gather(*(builder(n) for n in "abc"))
+
+    asyncio.run(main())
+    assert [o for o in order if o.endswith("in")] == [o.replace("out", "in") for o in order
+                                                      if o.endswith("out")]
+    assert all(a[0] == b[0] for a, b in zip(order[::2], order[1::2], strict=True)), order
+    assert os.listdir(run_dir / "templates") == []

@@ -106,9 +106,7 @@ def remove(digest: str, why: str = "") -> bool:
         return False
     if why:
         log.warning("template %s removed: %s", digest, why)
-    shutil.rmtree(tdir, ignore_errors=True)
-    with contextlib.suppress(FileNotFoundError):
-        (templates_dir() / (digest + LOCK_SUFFIX)).unlink()
+    shutil.rmtree(tdir, ignore_errors=True)  # (a build's lock file goes with its build)
     return True
 
 
@@ -149,21 +147,50 @@ def commit(build_dir: Path, key: TemplateKey, facts: dict[str, Any]) -> Template
 
 @contextlib.asynccontextmanager
 async def locked(digest: str, timeout: float) -> AsyncIterator[None]:
-    """Hold the template's build lock; waits (without blocking the loop) while others hold it."""
+    """Hold the template's build lock; waits (without blocking the loop) while others hold it.
+
+    The lock file exists only while a build holds it (nothing is left in the templates dir): the
+    holder unlinks it before releasing, and a waiter that then wins the unlinked file retries.
+    """
     base = templates_dir()
     base.mkdir(parents=True, exist_ok=True)
-    fd = os.open(base / (digest + LOCK_SUFFIX), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    path = base / (digest + LOCK_SUFFIX)
+    deadline = time.monotonic() + timeout
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            await _flock(fd, digest, deadline, timeout)
+            if _is_file_at(fd, path):
                 break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise TemplateError(f"template {digest}: another process has been "
-                                        f"building it for over {timeout:g} s") from None
-                await asyncio.sleep(LOCK_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # the holder before us removed it: lock the file there now
+    try:
         yield
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
         os.close(fd)  # releases the lock
+
+
+async def _flock(fd: int, digest: str, deadline: float, timeout: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise TemplateError(f"template {digest}: another process has been "
+                                    f"building it for over {timeout:g} s") from None
+            await asyncio.sleep(LOCK_POLL)
+
+
+def _is_file_at(fd: int, path: Path) -> bool:
+    """True while fd is still the file at path (not one its last holder unlinked)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
