@@ -148,6 +148,9 @@ class Shim:
 
     async def create(self, cid: str, bundle: str, stdin: int = 0, stdout: int = 0,
                      stderr: int = 0, terminal: bool = False) -> int:
+        for stream in (stdout, stderr):  # the shim opens its inbound streams first
+            if stream:
+                self.data.inbound(stream)
         req = agent_pb2.CreateContainerRequest(
             container_id=cid, bundle=bundle, terminal=terminal,
             stdio=agent_pb2.StdioStreams(stdin=stdin, stdout=stdout, stderr=stderr))

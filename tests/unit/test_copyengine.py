@@ -461,6 +461,7 @@ def test_interop_with_python_data_channel() -> None:
         engine.start()
         reader, writer = await asyncio.open_unix_connection(sock=b)
         channel = DataChannel(reader, writer)
+        channel.inbound(3)  # opened before the engine sends on it, as the links do
         channel.start()
         src_r, src_w = pipe("r")
         dst_r, dst_w = pipe("w")

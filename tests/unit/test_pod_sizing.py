@@ -48,5 +48,5 @@ def test_pod_containers_share_the_vm_network_and_the_sandbox_pid_namespace() -> 
 def test_dev_shm_is_the_pods_tmpfs_in_the_guest(tmp_path: object) -> None:
     mounts = [{"destination": "/dev/shm", "type": "bind", "source": "/run/x/shm",
                "options": ["rbind", "rw"]}]
-    assert share(mounts, "/nonexistent", "/g") == [
+    assert share(mounts, -1, "/g") == [
         {"destination": "/dev/shm", "type": "bind", "source": POD_SHM, "options": ["rbind", "rw"]}]

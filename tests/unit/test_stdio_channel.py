@@ -38,6 +38,7 @@ def test_pipe_to_pipe_through_channel_keeps_every_byte() -> None:
         results = {}
         tasks = []
         for stream in (3, 5):
+            host.inbound(stream)  # registered before the peer sends, as the links do
             src_r, src_w = nonblocking_pipe()
             dst_r, dst_w = nonblocking_pipe()
             tasks.append(asyncio.create_task(pump_fd_to_stream(guest, src_r, stream)))
@@ -78,6 +79,7 @@ def test_pipe_to_pipe_through_channel_keeps_every_byte() -> None:
 def test_sender_blocks_without_credit() -> None:
     async def run() -> None:
         a, b = await linked(window=1000)
+        b.inbound(1)
         await a.send(1, b"x" * 1000)
         blocked = asyncio.create_task(a.send(1, b"y"))
         await asyncio.sleep(0.1)
@@ -104,5 +106,26 @@ def test_closed_link_fails_senders_and_ends_readers() -> None:
         with pytest.raises(ChannelClosed):
             await asyncio.wait_for(a.send(1, b"more"), 5)
         await a.close()
+
+    asyncio.run(run())
+
+
+def test_streams_the_peer_names_are_never_buffered() -> None:
+    """A hostile peer naming 200 streams nobody opened gets nothing buffered (it once held
+    200 MiB); a registered stream beside them still gets every byte."""
+    async def run() -> None:
+        guest, host = await linked(window=1 << 20)
+        host.inbound(7)
+        for stream in range(100, 300):
+            await guest.send(stream, b"z" * (1 << 20))
+            await guest.send_eof(stream)
+        await guest.send(7, b"wanted")
+        await guest.send_eof(7)
+        assert await host.read(7) == b"wanted"
+        assert await host.read(7) == b""
+        assert host.dropped_frames == 200 * (16 + 1)  # 64 KiB chunks, and the EOF
+        assert host.dropped_bytes == 200 << 20
+        await guest.close()
+        await host.close()
 
     asyncio.run(run())

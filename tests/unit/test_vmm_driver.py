@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -176,10 +177,20 @@ def test_channel_closed_then_exit_reports_exit(cfg: VMConfig,
         run(QemuVM(cfg).start())
 
 
-def test_sandbox_rejected_falls_back(cfg: VMConfig, monkeypatch: pytest.MonkeyPatch,
-                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_sandbox_rejected_fails_the_vm_unless_allowed(cfg: VMConfig,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_QEMU_MODE", "nosandbox")
     monkeypatch.setattr(qemu_mod, "_no_sandbox", set())
+    with pytest.raises(VMError, match="cannot install its seccomp filter.*allow_unfiltered_qemu"):
+        run(QemuVM(cfg).start())
+
+
+def test_sandbox_rejected_falls_back_when_allowed(cfg: VMConfig,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("FAKE_QEMU_MODE", "nosandbox")
+    monkeypatch.setattr(qemu_mod, "_no_sandbox", set())
+    cfg = dataclasses.replace(cfg, allow_unfiltered=True)
 
     async def main() -> None:
         vm = QemuVM(cfg)

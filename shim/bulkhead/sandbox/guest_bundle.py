@@ -1,36 +1,56 @@
 """A container's bundle as the guest sees it: rootfs, volumes and config.json in the share.
 
-Everything lives under the container's directory of the pod's shared dir, so cleanup (here,
-in `delete`, or after a crash) is one recursive unmount and removal of that directory.
+Everything is created relative to the fd of the container's directory in the share (its own
+tmpfs, see share.py), so removing that one mount removes every mount made for the container.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any
 
 from bulkhead_wire.proto import mount_pb2
 
-from bulkhead.sandbox import volumes
+from bulkhead.sandbox import mount_fd, volumes
 from bulkhead.sandbox.guest_spec import for_guest, host_root_path
+from bulkhead.sandbox.mount_points import destinations
 from bulkhead.sandbox.rootfs import mount_rootfs
+
+CONFIG = "config.json"
 
 
 def prepare(container_id: str, spec: dict[str, Any], bundle: str,
-            rootfs: Sequence[mount_pb2.Mount], host_dir: str, guest_dir: str,
-            sandbox_pid: int = 0, vm_network: bool = False) -> None:
-    """Mount the rootfs and the volumes under host_dir and write the guest's config.json.
+            rootfs: Sequence[mount_pb2.Mount], cdir_fd: int, guest_dir: str,
+            sandbox_pid: int = 0, vm_network: bool = False, staging: str = "") -> None:
+    """Mount the rootfs and the volumes under cdir_fd and write the guest's config.json.
 
-    Raises RootfsError, MountError or VolumeError naming what failed; the caller removes
-    host_dir then (mounts.remove_mounted_tree).
+    Raises RootfsError, VolumeError or OSError naming what failed; the caller removes the
+    container's directory then (Share.remove_container). staging: a host-only path for the
+    private mount that makes a read-only root's mount points.
     """
-    os.makedirs(host_dir, exist_ok=True)
-    mount_rootfs(list(rootfs), os.path.join(host_dir, "rootfs"), host_root_path(spec, bundle))
-    spec = dict(spec, mounts=volumes.share(list(spec.get("mounts") or []), host_dir, guest_dir))
-    tmp = os.path.join(host_dir, ".config.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(for_guest(spec, container_id, sandbox_pid, vm_network), f)
-    os.rename(tmp, os.path.join(host_dir, "config.json"))
+    root: dict[str, Any] = spec["root"] if isinstance(spec.get("root"), dict) else {}
+    mounts = list(spec.get("mounts") or [])
+    points = destinations(mounts, _file_binds(mounts)) if root.get("readonly") else []
+    mount_rootfs(list(rootfs), cdir_fd, host_root_path(spec, bundle),
+                 bool(root.get("readonly")), points, staging)
+    spec = dict(spec, mounts=volumes.share(mounts, cdir_fd, guest_dir))
+    data = json.dumps(for_guest(spec, container_id, sandbox_pid, vm_network)).encode()
+    mount_fd.write_file(cdir_fd, CONFIG, data)
 
+
+def _file_binds(mounts: list[dict[str, Any]]) -> set[str]:
+    """Destinations of bind mounts whose host source is a regular file (their mount point is
+    a file, not a directory)."""
+    out = set()
+    for m in mounts:
+        source, dest = m.get("source"), m.get("destination")
+        if volumes.is_bind(m) and isinstance(source, str) and isinstance(dest, str):
+            try:
+                if stat.S_ISREG(os.stat(source).st_mode):
+                    out.add(os.path.normpath(dest))
+            except OSError:
+                pass
+    return out

@@ -19,9 +19,9 @@ from bulkhead.monitor.publisher import SnapshotPublisher
 from bulkhead.paths import sandbox_dir
 from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
-from bulkhead.sandbox.mounts import remove_mounted_tree
 from bulkhead.sandbox.pod_network import PodNetwork
 from bulkhead.sandbox.port_forward import PortForwarder
+from bulkhead.sandbox.share import Share
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.sandbox.vm_boot import start_vm, vm_config
 from bulkhead.vmm.base import OWN_NETNS_TAP, VMError
@@ -45,7 +45,8 @@ class Sandbox:
         self.namespace = namespace
         self.config = config
         self.state_dir = sandbox_dir(namespace, sandbox_id)
-        self.shared_dir = os.path.join(self.state_dir, "shared")
+        self.share = Share(self.state_dir)  # the 9p share, held by fds (share.py)
+        self.shared_dir = self.share.path
         self.state = SandboxState(sandbox_id, namespace, os.getpid(), socket)
         self.vm: QemuVM | None = None
         self.agent: AgentClient | None = None
@@ -71,8 +72,11 @@ class Sandbox:
         self.metrics = SnapshotPublisher(self)  # metrics.json for `bulkhead monitor`
 
     def prepare(self) -> None:
-        """Create the state dir and record ourselves before anything else is created."""
-        os.makedirs(self.shared_dir, mode=0o700, exist_ok=True)
+        """Create the state dir (only root may enter it) and the share's tmpfs, and record
+        ourselves before anything else is created."""
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        self.share.create()
         self.state.save(self.state_dir)
 
     def record_containers(self, ids: list[str]) -> None:
@@ -90,9 +94,9 @@ class Sandbox:
         """Guest path of a container's bundle inside the shared directory."""
         return f"{GUEST_SHARED_DIR}/{container_id}"
 
-    def host_bundle(self, container_id: str) -> str:
-        """Host path of the same directory."""
-        return os.path.join(self.shared_dir, container_id)
+    def staging_path(self, container_id: str) -> str:
+        """A host-only path for the private mount that makes a read-only root's mount points."""
+        return os.path.join(self.state_dir, f"rootfs-staging-{container_id}")
 
     async def ensure_running(self) -> AgentClient:
         """Boot the VM and connect to its agent once; later callers reuse it."""
@@ -265,5 +269,6 @@ class Sandbox:
         """Stop the VM and remove every mount and file of the sandbox."""
         with contextlib.suppress(Exception):
             await self.stop_vm()
-        remove_mounted_tree(self.state_dir)
+        for what in self.share.remove():
+            log.warning("sandbox %s: %s left in place", self.id, what)
         remove_empty_parent(self.state_dir)

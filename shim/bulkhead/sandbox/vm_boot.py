@@ -32,7 +32,8 @@ def vm_config(cfg: Config, image: GuestImage, name: str, state_dir: str,
         vcpus=cfg.vcpus, channel=cfg.channel, accel=cfg.accel, qemu_binary=cfg.qemu_binary,
         boot_timeout=cfg.boot_timeout,
         extra_cmdline=f"{image.kernel_params} {cfg.kernel_params}".strip(), debug=cfg.debug,
-        tcg_tb_mib=cfg.tcg_tb_mib, debug_shell=cfg.debug_shell)
+        tcg_tb_mib=cfg.tcg_tb_mib, debug_shell=cfg.debug_shell,
+        allow_unfiltered=cfg.allow_unfiltered_qemu)
 
 
 async def template_key(config: VMConfig, image: GuestImage) -> tuple[VMConfig, TemplateKey]:

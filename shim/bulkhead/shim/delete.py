@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from bulkhead.paths import sandbox_dir
-from bulkhead.sandbox.mounts import remove_mounted_tree
+from bulkhead.sandbox.share import remove_container_dir, remove_state_dir
 from bulkhead.sandbox.state import SandboxState, remove_empty_parent
 from bulkhead.shim.flags import ShimArgs
 from bulkhead.shim.grouping import (
@@ -62,10 +62,9 @@ def encode_delete_response(exit_status: int, exited_at_ns: int) -> bytes:
 
 
 def cleanup_container(state_dir: str, container_id: str) -> None:
-    """Unmount and remove one container's part of the shared directory."""
-    cdir = os.path.join(state_dir, "shared", container_id)
-    if os.path.isdir(cdir):
-        remove_mounted_tree(cdir)
+    """Unmount and remove one container's part of the shared directory (following nothing)."""
+    for what in remove_container_dir(state_dir, container_id):
+        print(f"bulkhead delete: {what} left in place", file=sys.stderr)
 
 
 def cleanup_sandbox(state_dir: str, sock: str) -> None:
@@ -83,8 +82,8 @@ def cleanup_sandbox(state_dir: str, sock: str) -> None:
         for path in remove(state.host_cgroups):
             print(f"bulkhead delete: host cgroup {path} still in use, left in place",
                   file=sys.stderr)
-    if os.path.isdir(state_dir):
-        remove_mounted_tree(state_dir)
+    for what in remove_state_dir(state_dir):
+        print(f"bulkhead delete: {what} left in place", file=sys.stderr)
     remove_empty_parent(state_dir)
     _remove_stale_socket(sock)
 

@@ -28,7 +28,6 @@ from bulkhead.sandbox.guest_spec import (
     SpecError,
     load_spec,
 )
-from bulkhead.sandbox.mounts import MountError, remove_mounted_tree
 from bulkhead.sandbox.oci_hooks import ContainerHooks, HookError
 from bulkhead.sandbox.rootfs import RootfsError
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
@@ -187,10 +186,11 @@ class TaskService:
         except SandboxError as exc:
             raise TtrpcError(Code.UNAVAILABLE, f"sandbox {sb.id}: {exc}") from None
         try:
-            guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, sb.host_bundle(req.id),
+            cdir = sb.share.add_container(req.id)
+            guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, cdir.fd,
                                  sb.guest_bundle(req.id), self._sandbox_guest_pid(req.id, spec),
-                                 vm_network=sb.own_netns)
-        except (RootfsError, MountError, VolumeError) as exc:
+                                 vm_network=sb.own_netns, staging=sb.staging_path(req.id))
+        except (RootfsError, VolumeError, OSError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
         init.timings["bundle_ready"] = time.monotonic()
@@ -213,7 +213,8 @@ class TaskService:
                 proc.waiter.cancel()
             await proc.io.close()
         self.tasks.pop(container.id, None)
-        remove_mounted_tree(self.sandbox.host_bundle(container.id))
+        for what in self.sandbox.share.remove_container(container.id):
+            log.warning("container %s: %s left in the share", container.id, what)
         self.sandbox.record_containers(list(self.tasks))
         if not self.tasks:
             self.exits.stop()

@@ -75,6 +75,7 @@ class VMConfig:
     # `bulkhead shell`: QEMU listens on DEBUG_SOCKET for the guest's debug port (else a null
     # backend: the port exists in every VM, so one template serves both).
     debug_shell: bool = False
+    allow_unfiltered: bool = False  # boot without -sandbox when this QEMU cannot install it
 
 
 OWN_NETNS_TAP = "bulkhead0"  # the tap's name in a lone container VM's own network namespace

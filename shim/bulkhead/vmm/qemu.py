@@ -218,14 +218,21 @@ class QemuVM:
     # -- boot ----------------------------------------------------------------------------------
 
     async def _boot_with_fallback(self) -> AgentLink:
-        """Boot with the seccomp sandbox; if this QEMU rejects -sandbox, log it and boot without."""
+        """Boot with the seccomp sandbox. A QEMU that cannot install it fails the VM with that
+        reason, unless the config allows running unfiltered (allow_unfiltered_qemu): then it
+        is logged and the VM boots without."""
         binary = self.config.qemu_binary
-        sandbox = binary not in _no_sandbox
+        sandbox = not (self.config.allow_unfiltered and binary in _no_sandbox)
         try:
             return await self._boot(sandbox)
         except _EarlyExit as exc:
             if not (sandbox and self._sandbox_rejected()):
                 raise self._exit_error(exc.status) from None
+            if not self.config.allow_unfiltered:
+                raise VMError(f"VM {self.config.name}: {binary} cannot install its seccomp "
+                              f"filter (-sandbox: {self._stderr_tail(300)}); use a QEMU built "
+                              "with seccomp, or set allow_unfiltered_qemu = true to run it "
+                              "without one") from None
             log.warning("VM %s: %s rejected -sandbox (%s); running without the seccomp filter",
                         self.config.name, binary, self._stderr_tail(300))
             _no_sandbox.add(binary)

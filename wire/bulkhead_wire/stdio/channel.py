@@ -80,6 +80,8 @@ class DataChannel:
         self._task: asyncio.Task[None] | None = None
         self._closed: str | None = None
         self.closed_event = asyncio.Event()
+        self.dropped_frames = 0  # DATA/EOF for streams nobody registered: the peer's doing
+        self.dropped_bytes = 0
 
     def start(self) -> None:
         """Start the receive loop."""
@@ -154,7 +156,8 @@ class DataChannel:
     # -- receiving ---------------------------------------------------------------------------
 
     def inbound(self, stream: int) -> Inbound:
-        """The receive buffer of a stream (created on first use, by either side)."""
+        """The receive buffer of a stream, created when this side registers it: frames the
+        peer sends for a stream nobody registered are dropped, never buffered."""
         box = self._inbound.get(stream)
         if box is None:
             box = self._inbound[stream] = Inbound()
@@ -202,10 +205,20 @@ class DataChannel:
         finally:
             self._mark_closed(reason)
 
+    def _drop(self, stream: int, payload: bytes) -> None:
+        """Count a frame for an unregistered stream; the first one is logged."""
+        if not self.dropped_frames:
+            log.warning("data channel: the peer sent on stream %d, which is not open here; "
+                        "frames for unopened streams are dropped", stream)
+        self.dropped_frames += 1
+        self.dropped_bytes += len(payload)
+
     def _dispatch(self, stream: int, kind: int, payload: bytes) -> None:
         """Apply one frame (its header already checked)."""
-        if kind == KIND_DATA:
-            box = self.inbound(stream)
+        if kind in (KIND_DATA, KIND_EOF) and stream not in self._inbound:
+            self._drop(stream, payload)
+        elif kind == KIND_DATA:
+            box = self._inbound[stream]
             if box.eof:
                 raise ProtocolError(f"DATA after EOF on stream {stream}")
             if box.buffered + len(payload) > self._window:
@@ -214,7 +227,7 @@ class DataChannel:
             box.buffered += len(payload)
             box.ready.set()
         elif kind == KIND_EOF:
-            box = self.inbound(stream)
+            box = self._inbound[stream]
             if box.eof:
                 raise ProtocolError(f"second EOF on stream {stream}")
             box.eof = True

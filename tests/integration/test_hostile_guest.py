@@ -1,0 +1,172 @@
+"""A compromised guest against the host (containerd 1.7): root in the VM, outside the
+containers, through `bulkhead shell` (debug_shell = true), attacks the 9p share while the host
+creates and removes the pod's containers. The host must stay untouched: a canary tmpfs outside
+the share keeps its mount and its file, mountinfo outside the sandbox is as before, and
+nothing is left behind (no_leaks)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.paths import sandbox_dir
+from ctrtools import RUNTIME, detached, uid
+
+BULKHEAD = "/usr/local/bin/bulkhead"
+SHARE = "/run/bulkhead/shared"  # where the guest mounts the share (sandbox.GUEST_SHARED_DIR)
+
+
+@pytest.fixture
+def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
+    return containerd17
+
+
+@pytest.fixture
+def debug_config(tmp_path: Path) -> tuple[str, ...]:
+    path = tmp_path / "debug.toml"
+    path.write_text("debug_shell = true\n")
+    return ("--runtime-config-path", str(path))
+
+
+@pytest.fixture
+def canary(tmp_path: Path) -> Iterator[Path]:
+    """A host tmpfs with a file in it: what the guest's links point at."""
+    path = tmp_path / "canary"
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "canary", str(path)], check=True)
+    (path / "precious").write_text("keep")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _host_mounts_outside_bulkhead() -> set[str]:
+    """mountinfo's mount points, less the sandboxes' own (which come and go)."""
+    with open("/proc/self/mountinfo") as f:
+        points = {line.split()[4] for line in f}
+    return {p for p in points if not p.startswith("/run/bulkhead/")
+            and "/run/containerd" not in p and "/bulkhead-test" not in p}
+
+
+def _assert_canary_untouched(canary: Path) -> None:
+    with open("/proc/self/mountinfo") as f:
+        assert any(line.split()[4] == str(canary) for line in f), "the canary was unmounted"
+    assert sorted(p.name for p in canary.iterdir()) == ["precious"]
+    assert (canary / "precious").read_text() == "keep"
+
+
+def guest(sandbox: str, ns: str, script: str, timeout: float = 120
+          ) -> subprocess.CompletedProcess[str]:
+    """Run a shell script as root in the VM, outside every container."""
+    return subprocess.run([BULKHEAD, "shell", sandbox, "-n", ns, "-c", script],
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def _joining(sandbox: str) -> tuple[str, ...]:
+    """ctr options that make a container join the sandbox's VM, as a CRI pod container does."""
+    return ("--annotation", "io.kubernetes.cri.container-type=container",
+            "--annotation", f"io.kubernetes.cri.sandbox-id={sandbox}")
+
+
+def _run_joined(ctd: PrivateContainerd, image: str, sandbox: str, volume: Path,
+                cfg: tuple[str, ...]) -> tuple[str, subprocess.CompletedProcess[str]]:
+    cid = uid("pod-c")
+    res = ctd.ctr("run", "--runtime", RUNTIME, "-d", *cfg, *_joining(sandbox),
+                  "--mount", f"type=bind,src={volume},dst=/data,options=rbind:rw",
+                  image, cid, "sleep", "600", check=False, timeout=120)
+    return cid, res
+
+
+def _remove(ctd: PrivateContainerd, cid: str) -> None:
+    ctd.ctr("tasks", "kill", "-s", "KILL", cid, check=False)
+    ctd.ctr("tasks", "rm", "-f", cid, check=False)
+    ctd.ctr("containers", "rm", cid, check=False)
+
+
+def test_renames_and_links_in_the_share_never_reach_the_host(
+        containerd: PrivateContainerd, demo_image: str, debug_config: tuple[str, ...],
+        canary: Path, tmp_path: Path, no_leaks: None) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    before = _host_mounts_outside_bulkhead()
+    ns = containerd.namespace
+    with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
+        cid, res = _run_joined(containerd, demo_image, sandbox, volume, debug_config)
+        try:
+            assert res.returncode == 0, res.stderr
+            # The issue's attack: move the second container's directory away, put a link to a
+            # host path in its place; and the same one level down, where the volumes are.
+            attack = guest(sandbox, ns, f"""
+                cd {SHARE}
+                mv {cid} moved && echo MOVED-CONTAINER-DIR
+                mv {cid}/rootfs {cid}/r2 && echo MOVED-ROOTFS
+                mv {cid}/volumes/0-volume {cid}/v2 && echo MOVED-VOLUME
+                mv {cid}/volumes {cid}/volumes.old && ln -s {canary} {cid}/volumes \
+                    && echo LINKED-VOLUMES
+                ln -s {canary} {cid}/escape; ln -s {canary} planted-{cid}
+                ln -s {canary}/precious {cid}/.config.json.tmp
+                mknod {cid}/null c 1 3 2>/dev/null; echo done
+            """)
+            assert "done" in attack.stdout, attack
+            # Mount points cannot be renamed; the volumes dir (not one) could be, harmlessly.
+            assert "MOVED-CONTAINER-DIR" not in attack.stdout, attack.stdout
+            assert "MOVED-ROOTFS" not in attack.stdout and "MOVED-VOLUME" not in attack.stdout
+            # Every host mount in the share ignores setuid bits and device nodes: the node the
+            # guest made is a device on the host's disk, but nothing on the host can open it.
+            state = sandbox_dir(ns, sandbox)
+            with open("/proc/self/mountinfo") as f:
+                ours = [line.split() for line in f if f" {state}/" in line]
+            assert len(ours) >= 4, ours  # the share, the container dir, its rootfs, its volume
+            assert all({"nosuid", "nodev"} <= set(m[5].split(",")) for m in ours), ours
+            node = Path(state, "shared", cid, "null")
+            if node.exists():
+                with pytest.raises(PermissionError):
+                    node.open("rb").close()
+        finally:
+            _remove(containerd, cid)
+        _assert_canary_untouched(canary)
+    _assert_canary_untouched(canary)
+    assert _host_mounts_outside_bulkhead() == before
+
+
+def test_a_guest_planting_links_in_a_loop_while_containers_come_and_go(
+        containerd: PrivateContainerd, demo_image: str, debug_config: tuple[str, ...],
+        canary: Path, tmp_path: Path, no_leaks: None) -> None:
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    before = _host_mounts_outside_bulkhead()
+    ns = containerd.namespace
+    names = "rootfs volumes config.json .config.json.tmp volumes/0-volume"
+    with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
+        racer = subprocess.Popen(
+            [BULKHEAD, "shell", sandbox, "-n", ns, "-c", f"""
+                i=0
+                while [ $i -lt 4000 ]; do
+                    for d in {SHARE}/*/ {SHARE}/new-*; do
+                        for n in {names}; do ln -s {canary} "$d/$n" 2>/dev/null; done
+                    done
+                    i=$((i + 1))
+                done; echo RACED"""],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        created = failed = 0
+        try:
+            for _ in range(4):
+                cid, res = _run_joined(containerd, demo_image, sandbox, volume, debug_config)
+                if res.returncode == 0:
+                    created += 1
+                else:  # failing closed is fine; it must say why
+                    failed += 1
+                    assert "already exists" in res.stderr or "exist" in res.stderr, res.stderr
+                _remove(containerd, cid)
+                _assert_canary_untouched(canary)
+        finally:
+            racer.kill()
+            racer.wait()
+    assert created + failed == 4
+    _assert_canary_untouched(canary)
+    assert _host_mounts_outside_bulkhead() == before
