@@ -14,6 +14,10 @@ CONNECTION = "connection"  # the error "code" of a call whose link to the agent 
 
 M = TypeVar("M", bound=Message)
 
+# A guest that never answers must not hang the host: every call has this deadline unless the
+# caller passes its own, or None for a long poll that is meant to wait (WaitProcess, WaitOOM).
+DEFAULT_DEADLINE = 60.0
+
 
 class TimedClient:
     """A ttrpc Client whose every call is timed and counted; cancelled calls are not counted
@@ -24,8 +28,8 @@ class TimedClient:
         self.stats = stats
 
     async def call(self, service: str, method: str, request: Message, response_type: type[M],
-                   timeout: float | None = None) -> M:
-        """Client.call, counted."""
+                   timeout: float | None = DEFAULT_DEADLINE) -> M:
+        """Client.call, counted; DEFAULT_DEADLINE unless the caller says otherwise."""
         start = time.monotonic()
         try:
             reply = await self._client.call(service, method, request, response_type, timeout)

@@ -13,6 +13,7 @@ from bulkhead.monitor.rpc_stats import RpcStats
 from bulkhead.monitor.timed_client import TimedClient
 
 SERVICE = "bulkhead.agent.v1.Agent"
+SIGNAL_DEADLINE = 10.0  # a signal is delivered at once by a working agent
 
 
 class AgentClient:
@@ -62,7 +63,7 @@ class AgentClient:
         return await self._client.call(
             SERVICE, "WaitProcess",
             agent_pb2.WaitProcessRequest(container_id=container_id, exec_id=exec_id),
-            agent_pb2.WaitProcessResponse)
+            agent_pb2.WaitProcessResponse, timeout=None)
 
     async def signal_process(self, container_id: str, exec_id: str, signal: int,
                              all_processes: bool = False) -> None:
@@ -71,7 +72,7 @@ class AgentClient:
             SERVICE, "SignalProcess",
             agent_pb2.SignalProcessRequest(container_id=container_id, exec_id=exec_id,
                                            signal=signal, all=all_processes),
-            empty_pb2.Empty)
+            empty_pb2.Empty, timeout=SIGNAL_DEADLINE)
 
     async def close_stdin(self, container_id: str, exec_id: str = "") -> None:
         """Close the process's stdin once what was sent is written."""
@@ -139,7 +140,7 @@ class AgentClient:
     async def wait_oom(self) -> agent_pb2.OOMEvent:
         """Long poll: the next OOM kill recorded in any container."""
         return await self._client.call(SERVICE, "WaitOOM", empty_pb2.Empty(),
-                                       agent_pb2.OOMEvent)
+                                       agent_pb2.OOMEvent, timeout=None)
 
     async def setup_sandbox(self, hostname: str, mount_share: bool = True,
                             sysctls: dict[str, str] | None = None, io_engine: str = "c",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -349,12 +350,24 @@ class TaskService:
         agent = self._agent_or_gone(proc)
         try:
             await agent.signal_process(req.id, req.exec_id, req.signal, req.all)
+        except TtrpcError as exc:
+            if exc.code != Code.DEADLINE_EXCEEDED or not self._is_pod_kill(req):
+                raise
+            # A guest that does not answer a SIGKILL of the pod itself cannot hold the host:
+            # stop its VM, whose exit reports every container killed.
+            log.warning("sandbox %s: the agent did not answer SIGKILL (%s): stopping the VM",
+                        self.sandbox.id, exc)
+            await self.sandbox.stop_vm()
         except ConnectionError as exc:
             # The VM died under the call (its exit report is on the way): the process is
             # gone, which is what containerd's StopContainer needs to hear.
             raise TtrpcError(Code.NOT_FOUND, f"{proc.name}: the sandbox VM is gone "
                                              f"({self.sandbox.dead or exc}): not found") from None
         return empty_pb2.Empty()
+
+    def _is_pod_kill(self, req: task_pb2.KillRequest) -> bool:
+        """SIGKILL of the sandbox's own container (the VM's task): the pod is going away."""
+        return req.id == self.sandbox.id and not req.exec_id and req.signal == signal.SIGKILL
 
     async def close_io(self, req: task_pb2.CloseIORequest) -> empty_pb2.Empty:
         """Close stdin once what the client wrote is forwarded (EOF for the process)."""
