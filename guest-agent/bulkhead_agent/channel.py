@@ -17,6 +17,8 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bulkhead_wire import channel_auth
+from bulkhead_wire.channel_auth import AuthError
 from bulkhead_wire.stdio.channel import MAGIC
 from bulkhead_wire.stdio.engines import open_link
 from bulkhead_wire.stdio.link import StreamLink
@@ -24,6 +26,7 @@ from bulkhead_wire.stdio.pump import wait_fd
 from bulkhead_wire.stdio.python_link import fd_streams
 
 from bulkhead_agent import log as agentlog
+from bulkhead_agent.channel_key import KEY_PORT_NAME, KeyFile, KeyPort, KeySource
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +41,8 @@ SIGNALLED_POLL_INTERVAL = 2.0  # when the port sends SIGIO on host (dis)connects
 FAST_POLL_PERIOD = 2.0
 SLOW_WARNING = 10.0  # seconds after which waiting for a port is worth a kernel log line
 STREAM_LIMIT = 1 << 20
+REJECT_DELAY = 0.5  # seconds before a port whose host failed the proof is opened again
+KEY_FILE = "channel.key"  # a development agent's secret, in its listen dir
 
 
 @dataclass
@@ -50,17 +55,45 @@ class Link:
     sock: socket.socket | None = None  # a vsock or unix connection (non-blocking)
     closers: list[Callable[[], object]] = field(default_factory=list)
 
-    async def handshake(self) -> None:
-        """Tell the shim this end is open and reading: from here on nothing it sends is lost."""
+    async def handshake(self, role: str, keys: KeySource) -> None:
+        """Tell the shim this end is open and reading (from here on nothing it sends is lost),
+        then make it prove the VM's secret and prove it back; AuthError if it cannot."""
+        key = await keys.get()
+        nonce_a = channel_auth.new_nonce()
+        await self._send(MAGIC + nonce_a)
+        proof = await asyncio.wait_for(self._receive(channel_auth.SHIM_PROOF_BYTES),
+                                       channel_auth.AUTH_TIMEOUT)
+        nonce_s = channel_auth.check_shim_proof(key, role, nonce_a, proof)
+        await self._send(channel_auth.agent_proof(key, role, nonce_a, nonce_s))
+
+    async def _send(self, data: bytes) -> None:
         if self.sock is not None:
-            await asyncio.get_running_loop().sock_sendall(self.sock, MAGIC)
+            await asyncio.get_running_loop().sock_sendall(self.sock, data)
             return
-        view = memoryview(MAGIC)
+        view = memoryview(data)
         while view:
             try:
                 view = view[os.write(self.fd, view):]
             except BlockingIOError:
                 await wait_fd(self.fd, writable=True)
+
+    async def _receive(self, size: int) -> bytes:
+        """Exactly size bytes (nothing after them is read); ConnectionError at EOF."""
+        out = b""
+        loop = asyncio.get_running_loop()
+        while len(out) < size:
+            if self.sock is not None:
+                chunk = await loop.sock_recv(self.sock, size - len(out))
+            else:
+                try:
+                    chunk = os.read(self.fd, size - len(out))
+                except BlockingIOError:
+                    await wait_fd(self.fd, writable=False)
+                    continue
+            if not chunk:
+                raise ConnectionResetError(f"{self.name}: the host hung up in the handshake")
+            out += chunk
+        return out
 
     async def streams(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Take the link over as a reader/writer pair (closed by close())."""
@@ -121,14 +154,25 @@ def host_connected(fd: int) -> bool:
 class SerialPort:
     """A virtio-serial port found by name; reopened for every new host connection."""
 
-    def __init__(self, port_name: str, sysfs: str = VIRTIO_PORTS, dev: str = "/dev") -> None:
+    def __init__(self, port_name: str, role: str, keys: KeySource, sysfs: str = VIRTIO_PORTS,
+                 dev: str = "/dev") -> None:
         self.name = port_name
+        self.role = role
+        self.keys = keys
         self.sysfs = sysfs
         self.dev = dev
         self.on_waiting: Callable[[str], None] | None = None  # told when idle for a host
 
     async def accept(self) -> Link:
-        """Wait for the port and for its host side, write MAGIC, return the link."""
+        """Wait for the port and for a host side that proves the secret; return the link."""
+        while True:
+            link = await self._connect()
+            if await _authenticated(link, self.role, self.keys):
+                return link
+            await asyncio.sleep(REJECT_DELAY)
+
+    async def _connect(self) -> Link:
+        """The port opened once its host side is there."""
         path = await self._wait_for_device()
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         try:
@@ -139,14 +183,11 @@ class SerialPort:
         except BaseException:
             os.close(fd)
             raise
-        link = Link(self.name, fd=fd)
-        try:
-            await link.handshake()
-        except BaseException:
-            link.close()
-            raise
-        log.info("%s: host connected on %s", self.name, path)
-        return link
+        return Link(self.name, fd=fd)
+
+    async def device_entry(self) -> str:
+        """The port's /dev entry name, once it exists (the key port's lookup)."""
+        return os.path.basename(await self._wait_for_device())
 
     async def _wait_for_device(self) -> str:
         """Port names arrive from the host asynchronously after the device probes: poll."""
@@ -168,14 +209,16 @@ class SerialPort:
 class SocketListener:
     """A listening vsock or unix socket; accepts one host connection at a time."""
 
-    def __init__(self, sock: socket.socket, name: str) -> None:
+    def __init__(self, sock: socket.socket, name: str, role: str, keys: KeySource) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.name = name
+        self.role = role
+        self.keys = keys
         self.on_waiting: Callable[[str], None] | None = None  # told when idle for a host
 
     @classmethod
-    def vsock(cls, port: int, name: str) -> SocketListener:
+    def vsock(cls, port: int, name: str, role: str, keys: KeySource) -> SocketListener:
         """Listen on AF_VSOCK, any CID, the given port."""
         sock = socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM)
         try:
@@ -184,10 +227,10 @@ class SocketListener:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, name)
+        return cls(sock, name, role, keys)
 
     @classmethod
-    def unix(cls, path: str, name: str) -> SocketListener:
+    def unix(cls, path: str, name: str, role: str, keys: KeySource) -> SocketListener:
         """Listen on a unix socket path (development on the host)."""
         try:
             os.unlink(path)
@@ -200,34 +243,47 @@ class SocketListener:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, name)
+        return cls(sock, name, role, keys)
 
     async def accept(self) -> Link:
-        """Accept the host's connection, write MAGIC, return the link."""
+        """Accept host connections until one proves the secret; return its link. Any local
+        process may connect to a vsock port: the others are dropped and logged."""
         loop = asyncio.get_running_loop()
         if self.on_waiting is not None:
             self.on_waiting(self.name)
         while True:
             conn, peer = await loop.sock_accept(self.sock)
-            if self.sock.family != socket.AF_VSOCK or peer[0] == socket.VMADDR_CID_HOST:
-                break
-            # A container shares the VM's network, and vsock crosses no namespace: only the
-            # host may become the agent's shim.
-            log.warning("%s: refused a connection from CID %s (not the host)", self.name, peer[0])
-            conn.close()
-        conn.setblocking(False)
-        link = Link(self.name, sock=conn)
-        try:
-            await link.handshake()
-        except BaseException:
-            link.close()
-            raise
-        log.info("%s: host connected", self.name)
-        return link
+            if self.sock.family == socket.AF_VSOCK and peer[0] != socket.VMADDR_CID_HOST:
+                # A container shares the VM's network, and vsock crosses no namespace: only
+                # the host may become the agent's shim.
+                log.warning("%s: refused a connection from CID %s (not the host)", self.name,
+                            peer[0])
+                conn.close()
+                continue
+            conn.setblocking(False)
+            link = Link(self.name, sock=conn)
+            if await _authenticated(link, self.role, self.keys):
+                return link
 
     def close(self) -> None:
         """Stop listening."""
         self.sock.close()
+
+
+async def _authenticated(link: Link, role: str, keys: KeySource) -> bool:
+    """Handshake on a new link: True if the host proved the secret; False (logged, the link
+    closed) if it did not or hung up; anything else closes the link and propagates."""
+    try:
+        await link.handshake(role, keys)
+    except (AuthError, TimeoutError, ConnectionError) as exc:
+        link.close()
+        log.warning("%s: dropped a host peer: %s", link.name, exc or "no proof in time")
+        return False
+    except BaseException:
+        link.close()
+        raise
+    log.info("%s: host connected", link.name)
+    return True
 
 
 _sigio_event: asyncio.Event | None = None
@@ -279,13 +335,20 @@ async def _poll_until(ready: Callable[[], bool], what: str,
 
 def endpoints(channel: str, listen_dir: str = "") -> tuple[SerialPort | SocketListener,
                                                            SerialPort | SocketListener]:
-    """The (control, data) endpoints for a channel kind: serial, vsock or unix."""
-    if channel == "serial":
-        return SerialPort(CTL_PORT_NAME), SerialPort(DATA_PORT_NAME)
-    if channel == "vsock":
-        return (SocketListener.vsock(VSOCK_CTL_PORT, "vsock ctl"),
-                SocketListener.vsock(VSOCK_DATA_PORT, "vsock data"))
+    """The (control, data) endpoints for a channel kind: serial, vsock or unix; a VM's take
+    their secret from the key port, a development agent's from listen_dir/channel.key."""
+    keys: KeySource
     if channel == "unix":
-        return (SocketListener.unix(os.path.join(listen_dir, "ctl.sock"), "unix ctl"),
-                SocketListener.unix(os.path.join(listen_dir, "data.sock"), "unix data"))
+        keys = KeyFile(os.path.join(listen_dir, KEY_FILE))
+        return (SocketListener.unix(os.path.join(listen_dir, "ctl.sock"), "unix ctl", "ctl",
+                                    keys),
+                SocketListener.unix(os.path.join(listen_dir, "data.sock"), "unix data", "data",
+                                    keys))
+    key_port = SerialPort(KEY_PORT_NAME, "key", KeyFile(""))
+    keys = KeyPort(key_port.device_entry)
+    if channel == "serial":
+        return (SerialPort(CTL_PORT_NAME, "ctl", keys), SerialPort(DATA_PORT_NAME, "data", keys))
+    if channel == "vsock":
+        return (SocketListener.vsock(VSOCK_CTL_PORT, "vsock ctl", "ctl", keys),
+                SocketListener.vsock(VSOCK_DATA_PORT, "vsock data", "data", keys))
     raise ValueError(f"unknown channel kind {channel!r}")

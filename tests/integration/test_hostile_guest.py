@@ -17,6 +17,7 @@ from ctrtools import RUNTIME, detached, uid
 
 BULKHEAD = "/usr/local/bin/bulkhead"
 SHARE = "/run/bulkhead/shared"  # where the guest mounts the share (sandbox.GUEST_SHARED_DIR)
+AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
 @pytest.fixture
@@ -110,23 +111,36 @@ def test_renames_and_links_in_the_share_never_reach_the_host(
                     && echo LINKED-VOLUMES
                 ln -s {canary} {cid}/escape; ln -s {canary} planted-{cid}
                 ln -s {canary}/precious {cid}/.config.json.tmp
-                mknod {cid}/null c 1 3 2>/dev/null; echo done
+                mknod {cid}/null c 1 3 && echo MADE-DEVICE
+                mknod {cid}/rootfs/null c 1 3 && echo MADE-DEVICE-IN-ROOTFS
+                ln {cid}/rootfs/bin/busybox {cid}/hardlink && echo HARD-LINKED
+                cp {cid}/rootfs/bin/busybox {cid}/rootfs/suid && chmod 4755 {cid}/rootfs/suid \
+                    && echo MADE-SETUID
+                echo done
             """)
             assert "done" in attack.stdout, attack
             # Mount points cannot be renamed; the volumes dir (not one) could be, harmlessly.
             assert "MOVED-CONTAINER-DIR" not in attack.stdout, attack.stdout
             assert "MOVED-ROOTFS" not in attack.stdout and "MOVED-VOLUME" not in attack.stdout
-            # Every host mount in the share ignores setuid bits and device nodes: the node the
-            # guest made is a device on the host's disk, but nothing on the host can open it.
+            # QEMU has no CAP_MKNOD: no device node anywhere; a hard link cannot leave the
+            # mount it is made in (each container's part of the share is its own mount).
+            assert "MADE-DEVICE" not in attack.stdout, attack.stdout
+            assert "HARD-LINKED" not in attack.stdout, attack.stdout
+            # A setuid-root file can be made in the guest's own rootfs (it is the guest's root
+            # filesystem), but every host mount in the share ignores setuid bits and devices,
+            # and no other host user can reach it.
             state = sandbox_dir(ns, sandbox)
             with open("/proc/self/mountinfo") as f:
                 ours = [line.split() for line in f if f" {state}/" in line]
             assert len(ours) >= 4, ours  # the share, the container dir, its rootfs, its volume
             assert all({"nosuid", "nodev"} <= set(m[5].split(",")) for m in ours), ours
-            node = Path(state, "shared", cid, "null")
-            if node.exists():
-                with pytest.raises(PermissionError):
-                    node.open("rb").close()
+            if "MADE-SETUID" in attack.stdout:
+                suid = Path(state, "shared", cid, "rootfs", "suid")
+                as_nobody = subprocess.run(  # sh: setpriv itself still has root's caps
+                    [*AS_NOBODY, "sh", "-c", 'exec "$0" id -u', str(suid)],
+                    capture_output=True, text=True, check=False)
+                assert as_nobody.returncode != 0 and "Permission denied" in as_nobody.stderr
+                assert oct(Path(state).stat().st_mode & 0o777) == "0o700"
         finally:
             _remove(containerd, cid)
         _assert_canary_untouched(canary)
@@ -176,3 +190,35 @@ def test_a_guest_planting_links_in_a_loop_while_containers_come_and_go(
     assert len(outcomes) == 4
     _assert_canary_untouched(canary)
     assert _host_mounts_outside_bulkhead() == before
+
+
+def test_other_users_reach_nothing_of_a_sandbox(
+        containerd: PrivateContainerd, demo_image: str, debug_config: tuple[str, ...],
+        no_leaks: None) -> None:
+    """QMP is host root and the debug socket a root shell in the VM: the state directory is
+    0700, every socket and file in it 0600, and an unprivileged user's connect is refused by
+    the kernel (not by a client-side check)."""
+    with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
+        state = Path(sandbox_dir(containerd.namespace, sandbox))
+        assert state.stat().st_mode & 0o777 == 0o700
+        entries = [p for p in state.iterdir() if not p.is_dir()]
+        sockets = [p for p in entries if p.is_socket()]
+        assert {"qmp.sock", "ctl.sock", "data.sock", "debug.sock"} <= {p.name for p in sockets}
+        loose = {p.name: oct(p.stat().st_mode & 0o777) for p in entries
+                 if p.stat().st_mode & 0o077}
+        assert not loose, loose
+        probe = ("import socket, sys\n"
+                 "for path in sys.argv[1:]:\n"
+                 "    s = socket.socket(socket.AF_UNIX)\n"
+                 "    try:\n"
+                 "        s.connect(path); print('CONNECTED', path)\n"
+                 "    except PermissionError:\n"
+                 "        print('REFUSED', path)\n")
+        res = subprocess.run([*AS_NOBODY, "/usr/bin/python3", "-c", probe, *map(str, sockets)],
+                             capture_output=True, text=True, check=False, timeout=30)
+        assert res.returncode == 0, res.stderr
+        assert "CONNECTED" not in res.stdout and res.stdout.count("REFUSED") == len(sockets)
+        shell = subprocess.run([*AS_NOBODY, BULKHEAD, "shell", sandbox, "-n",
+                                containerd.namespace, "-c", "id"],
+                               capture_output=True, text=True, check=False, timeout=30)
+        assert shell.returncode != 0 and "uid=0" not in shell.stdout

@@ -8,14 +8,26 @@ import os
 import tty
 from pathlib import Path
 
+import pytest
+from agent_auth import prove
 from bulkhead_agent.channel import (
     SerialPort,
     SocketListener,
     find_port,
     host_connected,
 )
+from bulkhead_wire import channel_auth
 from bulkhead_wire.stdio.channel import MAGIC
 from bulkhead_wire.stdio.python_link import fd_streams
+
+KEY = b"k" * channel_auth.KEY_BYTES
+
+
+class FixedKey:
+    """A key source that always has KEY."""
+
+    async def get(self) -> bytes:
+        return KEY
 
 
 def make_sysfs(tmp_path: Path, ports: dict[str, str]) -> Path:
@@ -56,15 +68,23 @@ def test_serial_port_waits_for_the_name_then_handshakes(tmp_path: Path) -> None:
     (dev / "vport1p1").symlink_to(os.ttyname(slave))
 
     async def run() -> bytes:
-        port = SerialPort("bulkhead.ctl", sysfs=str(sysfs), dev=str(dev))
+        port = SerialPort("bulkhead.ctl", "ctl", FixedKey(), sysfs=str(sysfs), dev=str(dev))
         task = asyncio.ensure_future(port.accept())
         await asyncio.sleep(0.05)
         assert not task.done()  # no such port yet
         make_sysfs(tmp_path, {"vport1p1": "bulkhead.ctl"})
+        loop = asyncio.get_running_loop()
+        hello = b""
+        while len(hello) < len(MAGIC) + channel_auth.NONCE_BYTES:
+            hello += await loop.run_in_executor(None, os.read, master, 64)
+        nonce_a = hello[len(MAGIC):]
+        nonce_s, proof = channel_auth.shim_proof(KEY, "ctl", nonce_a)
+        os.write(master, proof)
+        answer = await loop.run_in_executor(None, os.read, master, 64)
+        channel_auth.check_agent_proof(KEY, "ctl", nonce_a, nonce_s, answer)
         link = await asyncio.wait_for(task, 5)
         try:
-            loop = asyncio.get_running_loop()
-            magic = await loop.run_in_executor(None, os.read, master, 64)
+            magic = hello[:len(MAGIC)]
             os.write(master, b"ping")
             reader, writer = await link.streams()
             assert await asyncio.wait_for(reader.readexactly(4), 5) == b"ping"
@@ -112,18 +132,23 @@ def test_fd_streams_on_a_char_device_see_hangup_and_close_cleanly() -> None:
 def test_unix_listener_accepts_again_after_a_disconnect(tmp_path: Path) -> None:
     path = str(tmp_path / "ctl.sock")
 
-    async def client() -> bytes:
+    async def client(key: bytes) -> None:
         reader, writer = await asyncio.open_unix_connection(path)
-        magic = await reader.readexactly(len(MAGIC))
-        writer.close()
-        return magic
+        try:
+            await prove(reader, writer, key, "ctl")
+        finally:
+            writer.close()
 
     async def run() -> None:
-        listener = SocketListener.unix(path, "ctl")
+        listener = SocketListener.unix(path, "ctl", "ctl", FixedKey())
         try:
             for _ in range(2):
                 accepted = asyncio.ensure_future(listener.accept())
-                assert await client() == MAGIC
+                # A peer without the secret is dropped; the listener waits for the next one.
+                with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+                    await client(b"x" * channel_auth.KEY_BYTES)
+                assert not accepted.done()
+                await client(KEY)
                 link = await asyncio.wait_for(accepted, 5)
                 reader, _ = await link.streams()
                 assert await asyncio.wait_for(reader.read(), 5) == b""
@@ -132,3 +157,35 @@ def test_unix_listener_accepts_again_after_a_disconnect(tmp_path: Path) -> None:
             listener.close()
 
     asyncio.run(run())
+
+
+def test_key_port_asks_the_host_at_every_connection() -> None:
+    """The agent asks the key port for the secret at each new host connection, so a VM cloned
+    from a template takes its own shim's secret, never the one the template saw."""
+    from bulkhead_agent.channel_key import KeyPort
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    tty.setraw(master)
+    first, second = b"1" * channel_auth.KEY_BYTES, b"2" * channel_auth.KEY_BYTES
+
+    async def entry() -> str:
+        return os.path.basename(os.ttyname(slave))
+
+    async def run() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        port = KeyPort(entry, dev="/dev/pts")
+        got = []
+        for key in (first, second):
+            task = asyncio.ensure_future(port.get())
+            ask = await loop.run_in_executor(None, os.read, master, 64)
+            assert ask == channel_auth.KEY_REQUEST
+            os.write(master, key)
+            got.append(await asyncio.wait_for(task, 5))
+        return got
+
+    try:
+        assert asyncio.run(run()) == [first, second]
+    finally:
+        os.close(master)
+        os.close(slave)

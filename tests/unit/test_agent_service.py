@@ -17,9 +17,10 @@ from pathlib import Path
 import bulkhead
 import bulkhead_agent
 import pytest
+from agent_auth import prove, write_key
 from bulkhead.devenv import procs
 from bulkhead_wire.proto import agent_pb2
-from bulkhead_wire.stdio.channel import MAGIC, DataChannel
+from bulkhead_wire.stdio.channel import DataChannel
 from bulkhead_wire.ttrpc import Client, Code, TtrpcError
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
@@ -80,6 +81,7 @@ class AgentProcess:
     dir: Path
     bundles: Path
     crun_state: Path
+    key: bytes  # the channel secret it holds (agent_dir/channel.key)
 
     def bundle(self, name: str, script: str, fail: str | None = None) -> str:
         """A bundle whose container runs `script` with /bin/sh."""
@@ -108,6 +110,7 @@ def start_agent(root: Path) -> AgentProcess:
     state.mkdir()
     agent_dir = root / "agent"
     agent_dir.mkdir()
+    key = write_key(agent_dir)
     paths = [os.path.dirname(os.path.dirname(m.__file__ or "")) for m in (bulkhead, bulkhead_agent)]
     env = dict(os.environ, FAKE_CRUN_STATE=str(state),
                PYTHONPATH=os.pathsep.join([*paths, os.environ.get("PYTHONPATH", "")]))
@@ -119,7 +122,7 @@ def start_agent(root: Path) -> AgentProcess:
             proc.kill()
             raise RuntimeError(f"agent did not start (status {proc.poll()})")
         time.sleep(0.02)
-    return AgentProcess(proc, agent_dir, root / "bundles", state)
+    return AgentProcess(proc, agent_dir, root / "bundles", state, key)
 
 
 def stop_agent(agent: AgentProcess) -> None:
@@ -193,16 +196,17 @@ class Shim:
         return bytes(out)
 
 
-async def open_link(path: Path) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_link(path: Path, key: bytes, role: str
+                    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     reader, writer = await asyncio.open_unix_connection(str(path))
-    assert await asyncio.wait_for(reader.readexactly(len(MAGIC)), 10) == MAGIC
+    await prove(reader, writer, key, role)
     return reader, writer
 
 
 @asynccontextmanager
 async def shim(agent: AgentProcess) -> AsyncIterator[Shim]:
-    ctl, data = await asyncio.gather(open_link(agent.dir / "ctl.sock"),
-                                     open_link(agent.dir / "data.sock"))
+    ctl, data = await asyncio.gather(open_link(agent.dir / "ctl.sock", agent.key, "ctl"),
+                                     open_link(agent.dir / "data.sock", agent.key, "data"))
     client = Client(*ctl, name="agent ctl")
     client.start()
     channel = DataChannel(*data)
@@ -442,3 +446,18 @@ def test_exit_does_not_wait_for_a_child_that_keeps_stdout(agent: AgentProcess) -
             await s.remove("bg")
 
     asyncio.run(run())
+
+
+def test_a_host_peer_without_the_secret_is_dropped(agent: AgentProcess) -> None:
+    """Whoever connects first does not become the agent's shim: without the VM's secret the
+    agent drops it, logs it, and the real shim connects after."""
+    async def run() -> agent_pb2.CheckResponse:
+        reader, writer = await asyncio.open_unix_connection(str(agent.dir / "ctl.sock"))
+        with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+            await prove(reader, writer, b"w" * len(agent.key), "ctl")
+        writer.close()
+        async with shim(agent) as s:
+            return await s.call("Check", agent_pb2.CheckRequest(), agent_pb2.CheckResponse)
+
+    assert asyncio.run(run()).agent_version
+    assert "dropped a host peer" in agent.log()

@@ -309,3 +309,21 @@ def test_short_phases() -> None:
                                         "container_first_output 0.837 s, "
                                         "container_exit_reported 0.885 s")
     assert smoke.short_phases("") == ""
+
+
+def test_qemu_9p_fixes_are_read_from_the_binary(tmp_path: Path) -> None:
+    """The installed QEMU carries the CVE-2023-2861 fix; a binary without its marker (however
+    new its version string) is refused, naming the CVE."""
+    import shutil
+
+    from bulkhead.doctor import qemu_safety
+
+    qemu = shutil.which("qemu-system-x86_64")
+    assert qemu is not None
+    assert qemu_safety.missing_9p_fixes(qemu) == []
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_bytes(b"\x7fELF QEMU emulator version 99.0.0 " + b"\0" * 4096)
+    found = list(qemu_safety.check_9p_fixes(str(fake)))
+    assert [f.status for f in found] == [Status.FAILURE]
+    assert "CVE-2023-2861" in found[0].detail and found[0].fix
+    assert [f.status for f in qemu_safety.check_9p_fixes(qemu)] == [Status.OK]

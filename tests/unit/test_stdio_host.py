@@ -141,6 +141,26 @@ def test_process_io_errors_name_the_uri(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_stdio_paths_must_be_fifos(tmp_path: Path) -> None:
+    """A client's stdio path that is a host file, directory or device is refused, never opened:
+    a stdin "FIFO" that is /etc/shadow would feed a host file to the container."""
+    secret = tmp_path / "secret"
+    secret.write_text("host only")
+    (tmp_path / "link").symlink_to(secret)
+
+    async def run() -> None:
+        for path, kind in ((secret, "regular file"), (tmp_path, "directory"),
+                           (Path("/dev/null"), "character device"),
+                           (tmp_path / "link", "regular file")):
+            with pytest.raises(StdioError, match=f"is a {kind}, not a FIFO"):
+                await ProcessIO.open("", str(path), "", False, lambda: 1)
+            with pytest.raises(StdioError, match=f"stdin FIFO: .* is a {kind}, not a FIFO"):
+                await ProcessIO.open(str(path), "", "", False, lambda: 1)
+
+    asyncio.run(run())
+    assert secret.read_text() == "host only"
+
+
 def test_terminal_never_opens_stderr(tmp_path: Path) -> None:
     out = tmp_path / "out"
 

@@ -77,15 +77,18 @@ def test_serial_tcg(tmp_path: Path) -> None:
 def test_vsock_kvm(tmp_path: Path) -> None:
     cfg = config(tmp_path, extra_cmdline="foo=1 bar")
     argv = build_command(cfg, LaunchPlan(accel="kvm", channel="vsock", qmp_fd=7, vhost_fd=11,
-                                         cid=1234))
+                                         cid=1234, key_fd=13))
     assert option_values(argv, "-accel") == ["kvm"]
     assert option_values(argv, "-cpu") == ["host"]
     devices = option_values(argv, "-device")
     assert "vhost-vsock-device,guest-cid=1234,vhostfd=11" in devices
     # virtio-serial carries only the debug port there (a null backend unless debug_shell is on)
+    # and the key port: the channel secret reaches the guest through a socketpair, no path
     assert [d for d in devices if d.startswith("virtserialport")] == [
-        "virtserialport,chardev=debug,name=bulkhead.debug"]
+        "virtserialport,chardev=debug,name=bulkhead.debug",
+        "virtserialport,chardev=key,name=bulkhead.key"]
     assert "null,id=debug" in option_values(argv, "-chardev")
+    assert "socket,id=key,fd=13" in option_values(argv, "-chardev")
     assert not any(c.startswith("socket,id=ctl") for c in option_values(argv, "-chardev"))
     append = option_values(argv, "-append")[0]
     assert "bulkhead.channel=vsock" in append.split()

@@ -23,7 +23,7 @@ SHIM = str(Path(__file__).resolve().parents[2] / "shim")
 # Plays QEMU's part: takes the inherited listening fds from -chardev socket,...,fd=N, writes to
 # the console socket, then behaves as FAKE_QEMU_MODE says.
 FAKE_QEMU = r'''
-import os, signal, socket, sys, time
+import hashlib, hmac, os, signal, socket, sys, time
 mode = os.environ.get("FAKE_QEMU_MODE", "ok")
 args = sys.argv[1:]
 fds, console = {}, None
@@ -48,6 +48,7 @@ if mode == "exit":
 if mode == "stubborn":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 conns = []
+key_port = socket.socket(fileno=fds["key"])
 for role in ("ctl", "data"):
     conn, _ = socket.socket(fileno=fds[role]).accept()
     conns.append(conn)
@@ -57,7 +58,23 @@ for role in ("ctl", "data"):
         conn.close()
         time.sleep(0.2)
         sys.exit(5)
-    conn.sendall(b"BHAGENTX" if mode == "badmagic" else b"BHAGENT1")
+    # The agent's half of the channel proof, with the key asked for on the key port.
+    key_port.sendall(b"?")
+    key = b""
+    while len(key) < 32:
+        key += key_port.recv(32 - len(key))
+    if mode == "badproof":
+        key = b"w" * 32
+    nonce_a = os.urandom(16)
+    conn.sendall((b"BHAGENTX" if mode == "badmagic" else b"BHAGENT1") + nonce_a)
+    if mode == "badmagic":
+        continue
+    proof = b""
+    while len(proof) < 48:
+        proof += conn.recv(48 - len(proof))
+    nonce_s = proof[:16]
+    conn.sendall(hmac.new(key, b"agent|" + role.encode() + b"|" + nonce_a + nonce_s,
+                          hashlib.sha256).digest())
 if mode == "poweroff":
     sys.exit(0)
 while data := conns[0].recv(4096):
@@ -132,6 +149,15 @@ def test_start_handshake_and_stop(cfg: VMConfig) -> None:
         assert runtime_files(cfg) == {"console.log", "qemu.stderr"}
         await vm.stop()  # idempotent
     run(main())
+
+
+def test_an_agent_without_the_vm_secret_fails_the_boot(
+        cfg: VMConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shim checks the agent's proof too: a peer that cannot make it is not our agent."""
+    monkeypatch.setenv("FAKE_QEMU_MODE", "badproof")
+    with pytest.raises(VMError, match="bulkhead.ctl of VM pod-a: .*does not know the sandbox's"):
+        run(QemuVM(cfg).start())
+    assert runtime_files(cfg) == {"console.log", "qemu.stderr"}
 
 
 def test_exit_during_boot_reports_status_stderr_and_console(

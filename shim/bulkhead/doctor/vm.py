@@ -8,10 +8,10 @@ import subprocess
 from collections.abc import Iterator
 
 from bulkhead.doctor.context import Context
+from bulkhead.doctor.qemu_safety import check_9p_fixes, check_seccomp
 from bulkhead.doctor.report import Finding, failure, ok, warning
 from bulkhead.vmm.base import VMError
 from bulkhead.vmm.process import resolve_binary
-from bulkhead.vmm.qemu_cmdline import SANDBOX
 from bulkhead.vmm.vsock import VHOST_VSOCK_DEVICE, vsock_usable
 
 QEMU_PACKAGE_FIX = "apt-get install qemu-system-x86   (or set qemu_binary = \"/path/to/qemu\")"
@@ -69,33 +69,8 @@ def check_qemu(ctx: Context) -> Iterator[Finding]:
                       "install a QEMU >= 4.2 built with microvm: " + QEMU_PACKAGE_FIX)
         return
     yield ok("qemu", f"{binary} {version}, -M microvm supported")
-    yield from _check_seccomp(ctx, binary)
-
-
-def installs_seccomp(binary: str) -> tuple[bool, str]:
-    """(True, "") if QEMU starts with our -sandbox filter; else (False, what it printed)."""
-    res = subprocess.run([binary, "-M", "none", "-display", "none", "-nodefaults",
-                          "-sandbox", SANDBOX, "-monitor", "stdio"], input="quit\n",
-                         capture_output=True, text=True, timeout=20, check=False)
-    return res.returncode == 0, (res.stderr.strip().splitlines() or [f"exit {res.returncode}"])[-1]
-
-
-def _check_seccomp(ctx: Context, binary: str) -> Iterator[Finding]:
-    """Every VM's QEMU runs under a seccomp filter; say whether this one can."""
-    try:
-        works, why = installs_seccomp(binary)
-    except (OSError, subprocess.SubprocessError) as exc:
-        works, why = False, str(exc)
-    if works:
-        yield ok("qemu-seccomp", f"QEMU installs its seccomp filter (-sandbox {SANDBOX})")
-    elif ctx.config.allow_unfiltered_qemu:
-        yield warning("qemu-seccomp", f"QEMU cannot install its seccomp filter ({why}); VMs "
-                      "run without it because allow_unfiltered_qemu = true",
-                      "use a QEMU built with seccomp (Debian's qemu-system-x86 is)")
-    else:
-        yield failure("qemu-seccomp", f"QEMU cannot install its seccomp filter ({why}): "
-                      "every VM would fail to start", "use a QEMU built with seccomp, or set "
-                      "allow_unfiltered_qemu = true to run VMs without the filter")
+    yield from check_seccomp(ctx, binary)
+    yield from check_9p_fixes(binary)
 
 
 def _tcg_fix(ctx: Context) -> str:

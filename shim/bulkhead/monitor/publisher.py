@@ -16,7 +16,8 @@ from typing import Protocol
 from bulkhead_wire.ttrpc import TtrpcError
 
 from bulkhead.monitor import snapshot
-from bulkhead.monitor.snapshot import GuestFigures, Snapshot
+from bulkhead.monitor.guest_reading import guest_figures
+from bulkhead.monitor.snapshot import Snapshot
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.state import SandboxState
 
@@ -101,14 +102,7 @@ class SnapshotPublisher:
             self._snapshot.guest_fetch_errors += 1
             log.debug("sandbox %s: guest figures not read: %s", self.sandbox.id, exc)
             return
-        self._snapshot.guest = GuestFigures(
-            memory_total_bytes=reply.memory_total_bytes,
-            memory_free_bytes=reply.memory_free_bytes,
-            memory_available_bytes=reply.memory_available_bytes,
-            memory_cached_bytes=reply.memory_cached_bytes,
-            cpu_seconds=dict(reply.cpu_seconds), vcpus=reply.vcpus,
-            uptime_seconds=reply.uptime_seconds, processes=reply.processes,
-            fetched_at=time.time())
+        self._snapshot.guest = guest_figures(reply)
 
     def _write(self) -> None:
         """Save the snapshot with the current containers; a failed write is only logged (the

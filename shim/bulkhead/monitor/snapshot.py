@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bulkhead.monitor.rpc_stats import BUCKETS, MethodStats
+from bulkhead.private_files import write_private
 
 METRICS_FILE = "metrics.json"
 FORMAT = 1  # bumped when a field changes meaning; the monitor skips other formats
@@ -57,11 +58,8 @@ class Snapshot:
 
     def save(self, state_dir: str) -> None:
         """Atomic: a reader sees this snapshot whole or the one before."""
-        path = os.path.join(state_dir, METRICS_FILE)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f, separators=(",", ":"))
-        os.rename(tmp, path)
+        write_private(os.path.join(state_dir, METRICS_FILE),
+                      json.dumps(asdict(self), separators=(",", ":")).encode())
 
     @classmethod
     def load(cls, state_dir: str) -> Snapshot | None:

@@ -17,6 +17,7 @@ from bulkhead_wire.ttrpc import Client, TtrpcError
 from bulkhead.config import Config
 from bulkhead.monitor.publisher import SnapshotPublisher
 from bulkhead.paths import sandbox_dir
+from bulkhead.private_files import make_private_dir
 from bulkhead.sandbox import host_cgroup
 from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.pod_network import PodNetwork
@@ -74,8 +75,7 @@ class Sandbox:
     def prepare(self) -> None:
         """Create the state dir (only root may enter it) and the share's tmpfs, and record
         ourselves before anything else is created."""
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        make_private_dir(self.state_dir)
         self.share.create()
         self.state.save(self.state_dir)
 

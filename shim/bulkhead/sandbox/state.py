@@ -10,6 +10,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
+from bulkhead.private_files import write_private
+
 STATE_FILE = "state.json"
 SHIM_LOG = "shim.log"  # the shim's own log, rotated to shim.log.1 (`bulkhead logs`)
 
@@ -27,10 +29,7 @@ class SandboxState:
 
     def save(self, state_dir: str) -> None:
         """Write atomically so a crash never leaves a half-written file."""
-        tmp = os.path.join(state_dir, STATE_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
-        os.rename(tmp, os.path.join(state_dir, STATE_FILE))
+        write_private(os.path.join(state_dir, STATE_FILE), json.dumps(asdict(self)).encode())
 
     @classmethod
     def load(cls, state_dir: str) -> SandboxState | None:

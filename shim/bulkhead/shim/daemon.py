@@ -17,6 +17,7 @@ import socket
 from bulkhead_wire.ttrpc import Server
 
 from bulkhead import config as config_mod
+from bulkhead.private_files import FILE_MODE, open_private
 from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.sandbox.state import SHIM_LOG
 from bulkhead.shim.events import EventPublisher
@@ -51,9 +52,17 @@ def keep_log_file(state_dir: str) -> logging.Handler:
     console's."""
     import logging.handlers
 
+    class PrivateRing(logging.handlers.RotatingFileHandler):
+        """Each file of the ring is 0600 whatever the umask (the new one after a rollover)."""
+
+        def doRollover(self) -> None:  # noqa: N802 (logging's name)
+            super().doRollover()
+            os.chmod(self.baseFilename, FILE_MODE)
+
     root = logging.getLogger()
-    handler = logging.handlers.RotatingFileHandler(os.path.join(state_dir, SHIM_LOG),
-                                                   maxBytes=RING_CAP_BYTES, backupCount=1)
+    path = os.path.join(state_dir, SHIM_LOG)
+    os.close(open_private(path, os.O_WRONLY | os.O_APPEND))
+    handler = PrivateRing(path, maxBytes=RING_CAP_BYTES, backupCount=1)
     handler.setFormatter(root.handlers[0].formatter if root.handlers else None)
     root.addHandler(handler)
     return handler

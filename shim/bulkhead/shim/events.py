@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 SERVICE = "containerd.services.events.ttrpc.v1.Events"
 RETRIES = 5  # with 1 s, 2 s, ... between them: rides out a containerd restart of ~10 s
+# Events the shim holds while containerd is slow or away. What the guest can trigger (OOM
+# events) is rate-bound upstream; this caps what is left, so no guest can grow the shim.
+MAX_QUEUED = 4096
 
 
 class EventPublisher:
@@ -26,6 +29,7 @@ class EventPublisher:
         self._queue: asyncio.Queue[events_service_pb2.ForwardRequest] = asyncio.Queue()
         self._client: Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self.dropped = 0  # events refused because the queue was full
 
     def publish(self, topic: str, event: Message) -> None:
         """Queue an event (type URL = its proto full name, as containerd's typeurl uses)."""
@@ -36,6 +40,12 @@ class EventPublisher:
         env.topic = topic
         env.event.CopyFrom(any_pb2.Any(type_url=event.DESCRIPTOR.full_name,
                                        value=event.SerializeToString()))
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.error("events: %d queued for containerd, dropping %s and later ones "
+                          "until it catches up", MAX_QUEUED, topic)
+            return
         self._queue.put_nowait(req)
         if self._task is None:
             self._task = asyncio.create_task(self._run())

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 KILLED = 128 + signal.SIGKILL  # what a process reports when its VM died under it
 EXEC_EXITS_FIRST_TIMEOUT = 5.0  # seconds the init's exit waits for its execs' exits
+# The guest decides when OOM replies come: a flood is throttled, not followed.
+OOM_POLL_INTERVAL = 0.1  # seconds: at most this many WaitOOM replies a second are taken
+OOM_EVENT_INTERVAL = 1.0  # seconds between two /tasks/oom of one container (more coalesce)
 
 
 class ExitReporter:
@@ -86,14 +89,21 @@ class ExitReporter:
 
     def publish_oom(self, container: Container, oom_kills: int) -> None:
         """/tasks/oom once per new OOM kill the guest counted in the container's cgroup."""
-        if oom_kills > container.oom_reported:
-            container.oom_reported = oom_kills
-            log.info("container %s: OOM kill in the guest (count %d)", container.id, oom_kills)
-            self.events.publish("/tasks/oom", events_pb2.TaskOOM(container_id=container.id))
+        if oom_kills <= container.oom_reported:
+            return
+        container.oom_reported = oom_kills
+        now = time.monotonic()
+        if container.oom_published_at and now - container.oom_published_at < OOM_EVENT_INTERVAL:
+            return  # coalesced into the one just published
+        container.oom_published_at = now
+        log.info("container %s: OOM kill in the guest (count %d)", container.id, oom_kills)
+        self.events.publish("/tasks/oom", events_pb2.TaskOOM(container_id=container.id))
 
     async def _oom_loop(self) -> None:
         """Long-poll the agent for OOM kills that did not end a watched process."""
+        fast = 0  # replies in a row that came within OOM_POLL_INTERVAL
         while (agent := self.sandbox.agent) is not None:
+            asked = time.monotonic()
             try:
                 event = await agent.wait_oom()
             except (TtrpcError, ConnectionError) as exc:
@@ -102,6 +112,13 @@ class ExitReporter:
             container = self.containers.get(event.container_id)
             if container is not None:
                 self.publish_oom(container, event.oom_kills)
+            wait = OOM_POLL_INTERVAL - (time.monotonic() - asked)
+            fast = fast + 1 if wait > 0 else 0
+            if wait > 0:
+                if fast == 10:  # a burst of real kills is shorter: this is a flood
+                    log.warning("sandbox %s: the agent answers WaitOOM faster than %.0f/s: "
+                                "throttled", self.sandbox.id, 1 / OOM_POLL_INTERVAL)
+                await asyncio.sleep(wait)
 
     def stop(self) -> None:
         """Stop the OOM poll (the sandbox is going away)."""

@@ -11,7 +11,10 @@ import os
 import socket
 import sys
 
+from bulkhead_wire.checks import check_id
+
 from bulkhead.paths import SOCKET_DIR
+from bulkhead.private_files import bind_private, write_private
 from bulkhead.shim.flags import ShimArgs
 from bulkhead.shim.grouping import read_annotations, sandbox_key, shim_listening, socket_path
 
@@ -27,6 +30,12 @@ def run(args: ShimArgs) -> str:
     sys.stdin.buffer.read()  # runtime options (Any) or BootstrapParams; settings come from config
     bundle = os.getcwd()
     key, joins = sandbox_key(args.id, read_annotations(bundle))
+    try:
+        for kind, value in (("namespace", args.namespace), ("container", args.id),
+                            ("sandbox", key)):
+            check_id(kind, value)
+    except ValueError as exc:
+        raise StartError(f"container {args.id!r}: {exc}") from None
     path = socket_path(args.address, args.namespace, key)
     address = "unix://" + path
     if joins:
@@ -51,7 +60,7 @@ def _bind(path: str) -> socket.socket | None:
     os.makedirs(SOCKET_DIR, mode=0o711, exist_ok=True)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(path)
+        bind_private(sock, path)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             sock.close()
@@ -60,8 +69,7 @@ def _bind(path: str) -> socket.socket | None:
             sock.close()
             return None
         os.unlink(path)  # stale socket of a dead shim
-        sock.bind(path)
-    os.chmod(path, 0o600)
+        bind_private(sock, path)
     sock.listen(128)
     return sock
 
@@ -94,7 +102,4 @@ def _spawn_daemon(args: ShimArgs, key: str, bundle: str, listener: socket.socket
 
 def _write_address(bundle: str, address: str) -> None:
     """containerd 1.x reconnects after a restart through <bundle>/address."""
-    tmp = os.path.join(bundle, ".address.tmp")
-    with open(tmp, "w") as f:
-        f.write(address)
-    os.rename(tmp, os.path.join(bundle, "address"))
+    write_private(os.path.join(bundle, "address"), address.encode())

@@ -97,6 +97,7 @@ class Container:
     paused: bool = False
     guest_pid: int = 0  # its init's pid in the guest (a pod's containers join the sandbox's)
     oom_reported: int = 0  # the guest cgroup's oom_kill count already published as /tasks/oom
+    oom_published_at: float = 0.0  # monotonic time of the last /tasks/oom (they are rate-bound)
     hooks: ContainerHooks | None = None  # the spec's host-side OCI hooks
 
     @property

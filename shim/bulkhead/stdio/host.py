@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
@@ -14,6 +13,7 @@ from bulkhead_wire.stdio.link import Pump, StreamLink
 
 from bulkhead.stdio.binary_logger import SCHEMES as LOGGER_SCHEMES
 from bulkhead.stdio.binary_logger import BinaryLogger, LoggerError
+from bulkhead.stdio.fifo import NotAFifo, open_fifo
 from bulkhead.stdio.stdin_fifo import StdinError, StdinFifo
 
 
@@ -52,12 +52,11 @@ def open_output(uri: str, shared_with: tuple[str, Sink] | None = None) -> Sink |
     try:
         # O_RDWR keeps the FIFO open even if the reader goes away (no EPIPE, like runc's
         # extra read handle), and never blocks at open.
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        return Sink(open_fifo(path, os.O_RDWR))
+    except NotAFifo as exc:
+        raise StdioError(f"stdio FIFO: {exc} (use file:// for a log file)") from None
     except OSError as exc:
         raise StdioError(f"stdio FIFO {path}: {exc.strerror}") from None
-    if stat.S_ISREG(os.fstat(fd).st_mode):
-        os.set_blocking(fd, True)  # a regular file is always ready; never EAGAIN
-    return Sink(fd)
 
 
 @dataclass

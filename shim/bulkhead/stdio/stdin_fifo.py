@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from bulkhead.stdio.fifo import NotAFifo, open_fifo
+
 
 class StdinError(Exception):
     """The stdin FIFO cannot be opened; the message names it."""
@@ -29,7 +31,9 @@ class StdinFifo:
             return None
         path = urlparse(uri).path if uri.startswith("fifo://") else uri
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            fd = open_fifo(path, os.O_RDONLY)
+        except NotAFifo as exc:
+            raise StdinError(f"stdin FIFO: {exc}") from None
         except OSError as exc:
             raise StdinError(f"stdin FIFO {path}: {exc.strerror}") from None
         return cls(fd)

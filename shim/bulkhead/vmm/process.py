@@ -14,7 +14,9 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from bulkhead.private_files import open_private
 from bulkhead.vmm.base import STATE_DIR_ENV, VMError
+from bulkhead.vmm.capabilities import CapabilityDropper, qemu_caps
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
@@ -40,7 +42,10 @@ _prctl, _unshare = _load_libc()
 
 def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
     """preexec_fn: SIGKILL QEMU when the shim dies (even before prctl ran); optionally put it
-    in a network namespace of its own, which then lives exactly as long as QEMU."""
+    in a network namespace of its own, which then lives exactly as long as QEMU; then drop
+    every capability QEMU does not need (vmm/capabilities.py)."""
+    drop = CapabilityDropper(qemu_caps(own_tap=new_netns))
+
     def preexec() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:
@@ -48,6 +53,7 @@ def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
         if new_netns and _unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
+        drop()
     return preexec
 
 
@@ -56,7 +62,7 @@ async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int],
     """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime;
     its environment names its state directory (stderr_path's), for is_our_qemu."""
     env = dict(os.environ, **{STATE_DIR_ENV: str(stderr_path.parent)})
-    with open(stderr_path, "wb") as err:
+    with os.fdopen(open_private(str(stderr_path)), "wb") as err:
         try:
             return await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err, env=env,

@@ -18,6 +18,9 @@ import socket
 import time
 from pathlib import Path
 
+from bulkhead_wire.channel_auth import AuthError, new_key
+
+from bulkhead.private_files import bind_private, open_private, write_private
 from bulkhead.vmm import vsock
 from bulkhead.vmm.accel import choose_accel
 from bulkhead.vmm.base import (
@@ -36,7 +39,9 @@ from bulkhead.vmm.base import (
     VMKilled,
     remove_runtime_files,
 )
+from bulkhead.vmm.channel_handshake import open_channel
 from bulkhead.vmm.console import ConsoleRing, read_ring
+from bulkhead.vmm.key_port import KeyPort
 from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn, text_tail
 from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
 from bulkhead.vmm.qmp import QMPClient, QMPError
@@ -92,7 +97,7 @@ def listen_unix(path: Path) -> socket.socket:
         path.unlink()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind(str(path))
+        bind_private(sock, str(path))
         sock.listen(1)
     except OSError as exc:
         sock.close()
@@ -102,9 +107,7 @@ def listen_unix(path: Path) -> socket.socket:
 
 def write_pid_file(state_dir: Path, pid: int) -> None:
     """Record the QEMU pid atomically (crash-only cleanup finds it there)."""
-    tmp = state_dir / f".{PID_FILE}.tmp"
-    tmp.write_text(f"{pid}\n")
-    os.replace(tmp, state_dir / PID_FILE)
+    write_private(str(state_dir / PID_FILE), f"{pid}\n".encode())
 
 
 _GUEST_FAILURE = re.compile(r"bulkhead-init: FATAL .*|Kernel panic - .*")
@@ -144,6 +147,8 @@ class QemuVM:
         self._stop_requested = False
         self._migration_fd = -1
         self._console: ConsoleRing | None = None
+        self.channel_key = new_key()  # this VM's channel secret, handed over on the key port
+        self._key_port: KeyPort | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -197,6 +202,8 @@ class QemuVM:
                 await proc.wait()
         if self._console is not None:
             self._console.close()
+        if self._key_port is not None:
+            self._key_port.close()
         remove_runtime_files(self.config.state_dir)
 
     async def wait(self) -> int:
@@ -300,7 +307,7 @@ class QemuVM:
             await qmp.execute("stop")
             await qmp.execute("migrate-set-capabilities", {"capabilities": [IGNORE_SHARED]})
             # Outgoing fd: migration takes only a named fd, handed over on the QMP socket.
-            with open(path, "wb") as state:
+            with os.fdopen(open_private(str(path)), "wb") as state:
                 await qmp.execute("getfd", {"fdname": "snapshot"}, fd=state.fileno())
             await qmp.execute("migrate", {"uri": "fd:snapshot"})
             deadline = time.monotonic() + timeout
@@ -346,6 +353,11 @@ class QemuVM:
             self._console = ConsoleRing(cfg.state_dir / CONSOLE_LOG)
             plan.console_fd = self._console.qemu_fd
             plan.pass_fds.append(plan.console_fd)
+            if self._key_port is not None:
+                self._key_port.close()  # a first attempt's (the seccomp fallback spawns again)
+            self._key_port = KeyPort(self.channel_key)
+            plan.key_fd = self._key_port.qemu_fd
+            plan.pass_fds.append(plan.key_fd)
             argv = build_command(cfg, plan)
             log.debug("VM %s: %s", cfg.name, " ".join(argv))
             if self._stop_requested:
@@ -358,9 +370,12 @@ class QemuVM:
             write_pid_file(cfg.state_dir, self.pid)
             self.sandboxed = sandbox
             self._console.start()
+            self._key_port.start()
         finally:
             if self._console is not None:
                 self._console.release_qemu_fd()
+            if self._key_port is not None:
+                self._key_port.release_qemu_fd()
             for sock in owned:
                 sock.close()  # QEMU holds the listeners now; if it dies, connects are refused
             if reservation is not None:
@@ -451,15 +466,11 @@ class QemuVM:
             sock = await vsock.connect(self.cid, VSOCK_PORTS[role])
         self._sockets.append(sock)
         self.timings[f"{role}_connected"] = time.monotonic()
-        magic = b""
-        while len(magic) < len(MAGIC):
-            chunk = await loop.sock_recv(sock, len(MAGIC) - len(magic))
-            if not chunk:
-                raise ConnectionResetError(f"{self._port_name(role)} closed during the handshake")
-            magic += chunk
-        if magic != MAGIC:
-            raise VMError(f"agent on {self._port_name(role)} of VM {self.config.name} sent "
-                          f"{magic!r} instead of the handshake {MAGIC!r}")
+        what = f"{self._port_name(role)} of VM {self.config.name}"
+        try:
+            await open_channel(sock, role, self.channel_key, what)
+        except (ValueError, AuthError) as exc:
+            raise VMError(str(exc)) from None
         self.timings[f"{role}_ready"] = time.monotonic()
         self._pending.remove(role)
         return sock

@@ -12,6 +12,7 @@ from bulkhead.vmm.tsc import tcg_kernel_params
 MOUNT_TAG = "bulkhead"
 SERIAL_PORTS = {"ctl": "bulkhead.ctl", "data": "bulkhead.data"}
 DEBUG_PORT = "bulkhead.debug"  # the guest's debug shell (`bulkhead shell`), on either channel
+KEY_PORT = "bulkhead.key"  # the VM's channel secret, asked for by the agent (vmm/key_port.py)
 # Syscall filter: no obsolete calls, no set*id, no fork/exec, no scheduler/affinity changes.
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 # Microvm without option ROMs, PIT and PIC (guests calibrate nothing against them: KVM guests have
@@ -21,7 +22,7 @@ MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
 FAST_BOOT = ("cryptomgr.notests", "pci=off")
 # Bump whenever build_command's device list or order changes: VM templates are keyed by it,
 # and a clone must have exactly its template's devices.
-DEVICE_SET = 3
+DEVICE_SET = 4
 
 
 @dataclass
@@ -38,6 +39,7 @@ class LaunchPlan:
     migration_fd: int = -1  # the state file QEMU reads (resume) or writes (snapshot), inherited
     console_fd: int = -1  # QEMU's end of the console ring's socket; -1: a plain file
     debug_fd: int = -1  # the listening socket of the debug port; -1: a null backend
+    key_fd: int = -1  # QEMU's end of the key port's socketpair; -1: a null backend
     sandbox: bool = True
     pass_fds: list[int] = field(default_factory=list)
 
@@ -125,6 +127,8 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
     debug = (f"socket,id=debug,fd={plan.debug_fd},server=on,wait=off" if plan.debug_fd >= 0
              else "null,id=debug")
     args += ["-chardev", debug, "-device", f"virtserialport,chardev=debug,name={DEBUG_PORT}"]
+    key = f"socket,id=key,fd={plan.key_fd}" if plan.key_fd >= 0 else "null,id=key"
+    args += ["-chardev", key, "-device", f"virtserialport,chardev=key,name={KEY_PORT}"]
     if plan.channel == "serial":
         for role, fd in (("ctl", plan.ctl_fd), ("data", plan.data_fd)):
             args += ["-chardev", f"socket,id={role},fd={fd},server=on,wait=off",

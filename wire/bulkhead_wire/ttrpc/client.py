@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError, Message
 
 from bulkhead_wire.proto import ttrpc_pb2
 from bulkhead_wire.ttrpc import frame
-from bulkhead_wire.ttrpc.errors import Code, ConnectionClosed, TtrpcError
+from bulkhead_wire.ttrpc.errors import Code, ConnectionClosed, TtrpcError, peer_message
 
 M = TypeVar("M", bound=Message)
 
@@ -74,7 +74,7 @@ class Client:
         finally:
             self._pending.pop(stream_id, None)
         if resp.HasField("status") and resp.status.code != 0:
-            raise TtrpcError(resp.status.code, resp.status.message)
+            raise TtrpcError(resp.status.code, peer_message(resp.status.message))
         out = response_type()
         try:
             out.ParseFromString(resp.payload)

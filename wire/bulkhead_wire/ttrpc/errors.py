@@ -42,5 +42,17 @@ class TtrpcError(Exception):
         return f"{self.message} ({self.code.name.lower()})"
 
 
+PEER_MESSAGE_CHARS = 1024  # what a peer's error text may take of logs and of replies we relay
+
+
+def peer_message(text: str, limit: int = PEER_MESSAGE_CHARS) -> str:
+    """A peer's error text made safe to log and relay: control characters escaped (no forged
+    log lines) and cut to `limit`, saying how much was cut."""
+    clean = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    if len(text) > limit:
+        clean += f"... ({len(text) - limit} more characters)"
+    return clean
+
+
 class ConnectionClosed(ConnectionError):
     """The peer went away while calls were outstanding."""
