@@ -13,10 +13,13 @@ from pathlib import Path
 import pytest
 from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.paths import sandbox_dir
+from bulkhead.vmm.capabilities import qemu_caps
 from ctrtools import RUNTIME, detached, uid
 
 BULKHEAD = "/usr/local/bin/bulkhead"
 SHARE = "/run/bulkhead/shared"  # where the guest mounts the share (sandbox.GUEST_SHARED_DIR)
+# A lone container's QEMU (ctr run) also keeps NET_ADMIN, for the tap in its own netns.
+LONE_QEMU_CAPS = sum(1 << c for c in qemu_caps(own_tap=True))
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
@@ -201,6 +204,14 @@ def test_other_users_reach_nothing_of_a_sandbox(
     with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
         state = Path(sandbox_dir(containerd.namespace, sandbox))
         assert state.stat().st_mode & 0o777 == 0o700
+        # Its QEMU keeps only the share's capabilities (and its tap's), with no_new_privs (its Landlock jail
+        # needs that), and cannot read a host file outside its sandbox.
+        qemu = int((state / "qemu.pid").read_text())
+        status = Path(f"/proc/{qemu}/status").read_text()
+        caps = {k: int(v, 16) for k, v in (ln.split(":\t") for ln in status.splitlines()
+                                            if ln.startswith(("CapEff", "CapBnd")))}
+        assert caps == {"CapEff": LONE_QEMU_CAPS, "CapBnd": LONE_QEMU_CAPS}, caps
+        assert "NoNewPrivs:\t1" in status
         entries = [p for p in state.iterdir() if not p.is_dir()]
         sockets = [p for p in entries if p.is_socket()]
         assert {"qmp.sock", "ctl.sock", "data.sock", "debug.sock"} <= {p.name for p in sockets}

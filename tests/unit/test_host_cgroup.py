@@ -23,7 +23,9 @@ def test_relative_path(given: str, want: str) -> None:
     assert host_cgroup.relative_path(given) == want
 
 
-@pytest.mark.parametrize("bad", ["/", "a:b", "x.slice:p:", "a--b.slice:p:n", "a/b:p:n"])
+@pytest.mark.parametrize("bad", ["/", "a:b", "x.slice:p:", "a--b.slice:p:n", "a/b:p:n",
+                                 "x.slice:p:../../../etc", "x.slice:../..:n", "x.slice:p:..",
+                                 "/kubepods/a\nb"])
 def test_bad_paths_are_named(bad: str) -> None:
     with pytest.raises(HostCgroupError, match="cgroupsPath|slice"):
         host_cgroup.relative_path(bad)

@@ -108,7 +108,8 @@ def processes_mentioning(text: str) -> list[int]:
 def cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[VMConfig]:
     """A config whose QEMU is the fake; afterwards no process may mention tmp_path."""
     fake = tmp_path / "qemu-system-fake"
-    fake.write_text(f"#!{sys.executable}\n{FAKE_QEMU}")
+    # The system interpreter (not the venv's, whose pyvenv.cfg QEMU's jail does not let it read)
+    fake.write_text(f"#!{os.path.realpath(sys.executable)} -I\n{FAKE_QEMU}")
     fake.chmod(0o755)
     for d in ("state", "shared"):
         (tmp_path / d).mkdir()

@@ -25,6 +25,8 @@ class HostCgroupError(Exception):
 def relative_path(cgroups_path: str) -> str:
     """The cgroupfs path of an OCI cgroupsPath: "/a/b" (cgroupfs driver) or
     "slice:prefix:name" (systemd driver, a scope in an expanded slice)."""
+    if any(ord(c) < 0x20 or c == "\x7f" for c in cgroups_path):
+        raise HostCgroupError(f"cgroupsPath {cgroups_path!r} has control characters")
     if ":" not in cgroups_path:
         path = os.path.normpath("/" + cgroups_path.lstrip("/"))  # ".." cannot climb past /
     else:
@@ -32,6 +34,10 @@ def relative_path(cgroups_path: str) -> str:
         if len(parts) != 3 or not parts[2]:
             raise HostCgroupError(f"cgroupsPath {cgroups_path!r}: want slice:prefix:name")
         slice_, prefix, name = parts
+        for kind, value in (("prefix", prefix), ("name", name)):
+            if "/" in value or value in (".", ".."):
+                raise HostCgroupError(f"cgroupsPath {cgroups_path!r}: the scope's {kind} "
+                                      f"{value!r} must be a plain name")
         scope = f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
         path = os.path.join(expand_slice(slice_ or "system.slice"), scope)
     if path == "/":

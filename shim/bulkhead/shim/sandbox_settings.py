@@ -10,7 +10,7 @@ from bulkhead_wire.proto import runtimeoptions_pb2, task_pb2
 from bulkhead_wire.ttrpc import Code, TtrpcError
 
 from bulkhead import config as config_mod
-from bulkhead.sandbox import sizing
+from bulkhead.sandbox import host_cgroup, sizing
 from bulkhead.sandbox.guest_spec import (
     SpecError,
     network_namespace_path,
@@ -29,8 +29,10 @@ def take_from_spec(sb: Sandbox, task_id: str, spec: dict[str, Any]) -> None:
         if annotations.get(CONTAINER_TYPE) == "sandbox":
             sb.config = sizing.for_pod(sb.config, annotations)
             sb.cgroups_path = str(spec.get("linux", {}).get("cgroupsPath") or "")
+            if sb.cgroups_path:
+                host_cgroup.relative_path(sb.cgroups_path)  # refused now, before the VM boots
             sb.vm_sysctls = vm_wide_sysctls(spec)
-    except (SpecError, sizing.SizingError) as exc:
+    except (SpecError, sizing.SizingError, host_cgroup.HostCgroupError) as exc:
         raise TtrpcError(Code.INVALID_ARGUMENT, f"pod sandbox {task_id}: {exc}") from None
     hostname = spec.get("hostname")
     if isinstance(hostname, str) and hostname:

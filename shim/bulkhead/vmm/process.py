@@ -17,6 +17,7 @@ from pathlib import Path
 from bulkhead.private_files import open_private
 from bulkhead.vmm.base import STATE_DIR_ENV, VMError
 from bulkhead.vmm.capabilities import CapabilityDropper, qemu_caps
+from bulkhead.vmm.landlock import restrict_self
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
@@ -40,10 +41,11 @@ def _load_libc() -> tuple[Callable[..., int], Callable[..., int]]:
 _prctl, _unshare = _load_libc()
 
 
-def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
+def _child_setup(parent: int, new_netns: bool, ruleset: int | None) -> Callable[[], None]:
     """preexec_fn: SIGKILL QEMU when the shim dies (even before prctl ran); optionally put it
     in a network namespace of its own, which then lives exactly as long as QEMU; then drop
-    every capability QEMU does not need (vmm/capabilities.py)."""
+    every capability QEMU does not need (vmm/capabilities.py) and confine it to its Landlock
+    ruleset (vmm/qemu_jail.py)."""
     drop = CapabilityDropper(qemu_caps(own_tap=new_netns))
 
     def preexec() -> None:
@@ -53,20 +55,24 @@ def _child_setup(parent: int, new_netns: bool) -> Callable[[], None]:
         if new_netns and _unshare(CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"unshare(CLONE_NEWNET): {os.strerror(err)}")
-        drop()
+        drop()  # also sets no_new_privs, which Landlock needs
+        if ruleset is not None:
+            restrict_self(ruleset)
     return preexec
 
 
 async def spawn(argv: list[str], stderr_path: Path, pass_fds: list[int],
-                new_netns: bool = False) -> asyncio.subprocess.Process:
+                new_netns: bool = False, ruleset: int | None = None
+                ) -> asyncio.subprocess.Process:
     """Start QEMU with stdin /dev/null, stdout+stderr into stderr_path, tied to our lifetime;
-    its environment names its state directory (stderr_path's), for is_our_qemu."""
+    its environment names its state directory (stderr_path's), for is_our_qemu. `ruleset`
+    (a Landlock ruleset fd) confines it from before exec."""
     env = dict(os.environ, **{STATE_DIR_ENV: str(stderr_path.parent)})
     with os.fdopen(open_private(str(stderr_path)), "wb") as err:
         try:
             return await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=err, stderr=err, env=env,
-                pass_fds=pass_fds, preexec_fn=_child_setup(os.getpid(), new_netns))
+                pass_fds=pass_fds, preexec_fn=_child_setup(os.getpid(), new_netns, ruleset))
         except (OSError, subprocess.SubprocessError) as exc:
             raise VMError(f"spawn {argv[0]} failed: {exc}") from exc
 

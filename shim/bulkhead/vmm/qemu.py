@@ -44,6 +44,7 @@ from bulkhead.vmm.console import ConsoleRing, read_ring
 from bulkhead.vmm.key_port import KeyPort
 from bulkhead.vmm.process import describe_status, file_tail, resolve_binary, spawn, text_tail
 from bulkhead.vmm.qemu_cmdline import SERIAL_PORTS, LaunchPlan, build_command
+from bulkhead.vmm.qemu_jail import qemu_ruleset
 from bulkhead.vmm.qmp import QMPClient, QMPError
 
 log = logging.getLogger(__name__)
@@ -362,9 +363,14 @@ class QemuVM:
             log.debug("VM %s: %s", cfg.name, " ".join(argv))
             if self._stop_requested:
                 raise VMError(f"VM {cfg.name}: stopped while starting; QEMU not spawned")
+            ruleset = qemu_ruleset(cfg, resolve_binary(cfg.qemu_binary))
             self.timings["spawn"] = time.monotonic()
-            self._proc = await spawn(argv, cfg.state_dir / STDERR_LOG, plan.pass_fds,
-                                     new_netns=cfg.own_netns)
+            try:
+                self._proc = await spawn(argv, cfg.state_dir / STDERR_LOG, plan.pass_fds,
+                                         new_netns=cfg.own_netns, ruleset=ruleset)
+            finally:
+                if ruleset is not None:
+                    os.close(ruleset)
             self.pid = self._proc.pid
             self.timings["qemu_started"] = time.monotonic()
             write_pid_file(cfg.state_dir, self.pid)
