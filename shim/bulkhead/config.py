@@ -34,7 +34,7 @@ class Config:
     tcg_tb_mib: int = 64  # TCG code buffer per VM (MiB; 0: QEMU's 1 GiB): bench/footprint.py
     io_engine: str = "c"  # c (the cffi copy engine) | python (the fallback), host and guest
     debug_shell: bool = False  # `bulkhead shell`: a root shell in the guest, outside containers
-    allow_unfiltered_qemu: bool = False  # run QEMU without its seccomp filter if it has none
+    allow_unfiltered_qemu: bool = False  # run QEMU without seccomp or Landlock where missing
 
     def guest_image(self) -> GuestImage:
         """The guest files, as the image's manifest.json describes them (defaults without one)."""

@@ -204,8 +204,8 @@ def test_other_users_reach_nothing_of_a_sandbox(
     with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
         state = Path(sandbox_dir(containerd.namespace, sandbox))
         assert state.stat().st_mode & 0o777 == 0o700
-        # Its QEMU keeps only the share's capabilities (and its tap's), with no_new_privs (its Landlock jail
-        # needs that), and cannot read a host file outside its sandbox.
+        # Its QEMU keeps only the share's capabilities (and its tap's), with no_new_privs
+        # (which its Landlock jail needs).
         qemu = int((state / "qemu.pid").read_text())
         status = Path(f"/proc/{qemu}/status").read_text()
         caps = {k: int(v, 16) for k, v in (ln.split(":\t") for ln in status.splitlines()

@@ -327,3 +327,17 @@ def test_qemu_9p_fixes_are_read_from_the_binary(tmp_path: Path) -> None:
     assert [f.status for f in found] == [Status.FAILURE]
     assert "CVE-2023-2861" in found[0].detail and found[0].fix
     assert [f.status for f in qemu_safety.check_9p_fixes(qemu)] == [Status.OK]
+
+
+def test_doctor_reports_qemus_landlock_jail() -> None:
+    """This kernel has Landlock: the check says so (every VM in the suite runs jailed)."""
+    from bulkhead.config import Config
+    from bulkhead.doctor import qemu_safety
+    from bulkhead.vmm import landlock
+
+    class Ctx:
+        config = Config()
+
+    found = list(qemu_safety.check_landlock(Ctx()))  # type: ignore[arg-type]
+    want = Status.OK if landlock.abi_version() else Status.FAILURE
+    assert [f.status for f in found] == [want]

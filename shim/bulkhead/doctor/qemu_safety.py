@@ -1,6 +1,7 @@
-"""What QEMU itself must offer before it may serve a hostile guest: its seccomp filter, and
-the fixes of known 9p host escapes (checked in the binary, not read off the version string,
-since distributions backport them: Debian's 7.2 builds carry the CVE-2023-2861 fix)."""
+"""What QEMU must have before it may serve a hostile guest: its seccomp filter, the kernel's
+Landlock (QEMU's jail), and the fixes of known 9p host escapes (checked in the binary, not read
+off the version string, since distributions backport them: Debian's 7.2 builds have the
+CVE-2023-2861 fix)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Iterator
 
 from bulkhead.doctor.context import Context
 from bulkhead.doctor.report import Finding, failure, ok, warning
+from bulkhead.vmm import landlock
 from bulkhead.vmm.qemu_cmdline import SANDBOX
 
 # Each fix leaves a message of its own in the binary: the guest-triggered refusal it added.
@@ -66,3 +68,19 @@ def check_seccomp(ctx: Context, binary: str) -> Iterator[Finding]:
         yield failure("qemu-seccomp", f"QEMU cannot install its seccomp filter ({why}): "
                       "every VM would fail to start", "use a QEMU built with seccomp, or set "
                       "allow_unfiltered_qemu = true to run VMs without the filter")
+
+
+def check_landlock(ctx: Context) -> Iterator[Finding]:
+    """Every QEMU runs in a Landlock jail of its own sandbox; say whether this kernel can."""
+    abi = landlock.abi_version()
+    if abi:
+        yield ok("qemu-landlock", f"Landlock ABI {abi}: each QEMU is confined to its sandbox")
+    elif ctx.config.allow_unfiltered_qemu:
+        yield warning("qemu-landlock", "this kernel has no Landlock; VMs run with QEMU "
+                      "unconfined because allow_unfiltered_qemu = true",
+                      "boot a kernel with Landlock (5.13+, lsm= including landlock)")
+    else:
+        yield failure("qemu-landlock", "this kernel has no Landlock: every VM would fail to "
+                      "start", "boot a kernel with Landlock (5.13+, lsm= including landlock), "
+                      "or set allow_unfiltered_qemu = true to run QEMU unconfined")
+

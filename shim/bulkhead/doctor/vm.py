@@ -8,7 +8,7 @@ import subprocess
 from collections.abc import Iterator
 
 from bulkhead.doctor.context import Context
-from bulkhead.doctor.qemu_safety import check_9p_fixes, check_seccomp
+from bulkhead.doctor.qemu_safety import check_9p_fixes, check_landlock, check_seccomp
 from bulkhead.doctor.report import Finding, failure, ok, warning
 from bulkhead.vmm.base import VMError
 from bulkhead.vmm.process import resolve_binary
@@ -71,6 +71,7 @@ def check_qemu(ctx: Context) -> Iterator[Finding]:
     yield ok("qemu", f"{binary} {version}, -M microvm supported")
     yield from check_seccomp(ctx, binary)
     yield from check_9p_fixes(binary)
+    yield from check_landlock(ctx)
 
 
 def _tcg_fix(ctx: Context) -> str:
