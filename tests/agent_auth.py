@@ -7,10 +7,9 @@ import asyncio
 import os
 from pathlib import Path
 
+from bulkhead_agent.channel import KEY_FILE
 from bulkhead_wire import channel_auth
 from bulkhead_wire.stdio.channel import MAGIC
-
-KEY_FILE = "channel.key"  # bulkhead_agent.channel.KEY_FILE
 
 
 def write_key(agent_dir: Path) -> bytes:

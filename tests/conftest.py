@@ -116,6 +116,14 @@ def demo_image(
 
 
 @pytest.fixture
+def debug_config(tmp_path: Path) -> tuple[str, ...]:
+    """ctr options giving a container's VM the debug shell (`bulkhead shell`)."""
+    path = tmp_path / "debug.toml"
+    path.write_text("debug_shell = true\n")
+    return ("--runtime-config-path", str(path))
+
+
+@pytest.fixture
 def no_leaks(containerd: PrivateContainerd) -> Generator[None, None, None]:
     """Fails the test (at teardown) if it left processes, sockets, mounts or state behind."""
     baseline = LeakBaseline.capture()

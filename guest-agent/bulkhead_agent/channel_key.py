@@ -72,9 +72,7 @@ class KeyPort:
             try:
                 if not os.read(self._fd, 4096):
                     return
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # EAGAIN: nothing left
                 return
 
     async def _read_key(self) -> bytes:

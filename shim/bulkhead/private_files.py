@@ -26,15 +26,20 @@ def open_private(path: str, flags: int = os.O_WRONLY | os.O_TRUNC) -> int:
     return fd
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of data is written (a short write is not an error)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def write_private(path: str, data: bytes) -> None:
     """Replace path atomically with data, 0600: a reader sees the old file or the new one."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC | _CREATE, FILE_MODE)
     try:
         os.fchmod(fd, FILE_MODE)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     finally:
         os.close(fd)
     os.rename(tmp, path)

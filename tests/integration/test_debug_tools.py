@@ -21,13 +21,6 @@ def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
     return containerd17
 
 
-@pytest.fixture
-def debug_config(tmp_path: Path) -> tuple[str, ...]:
-    path = tmp_path / "debug.toml"
-    path.write_text("debug_shell = true\n")
-    return ("--runtime-config-path", str(path))
-
-
 def bulkhead(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BULKHEAD, *args], capture_output=True, text=True, timeout=timeout,
                           check=False, stdin=subprocess.DEVNULL)

@@ -29,13 +29,6 @@ def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
 
 
 @pytest.fixture
-def debug_config(tmp_path: Path) -> tuple[str, ...]:
-    path = tmp_path / "debug.toml"
-    path.write_text("debug_shell = true\n")
-    return ("--runtime-config-path", str(path))
-
-
-@pytest.fixture
 def canary(tmp_path: Path) -> Iterator[Path]:
     """A host tmpfs with a file in it: what the guest's links point at."""
     path = tmp_path / "canary"
@@ -46,6 +39,14 @@ def canary(tmp_path: Path) -> Iterator[Path]:
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def volume(tmp_path: Path) -> Path:
+    """A host directory the pod's second container binds at /data."""
+    path = tmp_path / "volume"
+    path.mkdir()
+    return path
 
 
 def _host_mounts_outside_bulkhead() -> set[str]:
@@ -94,9 +95,7 @@ def _remove(ctd: PrivateContainerd, cid: str) -> None:
 
 def test_renames_and_links_in_the_share_never_reach_the_host(
         containerd: PrivateContainerd, demo_image: str, debug_config: tuple[str, ...],
-        canary: Path, tmp_path: Path, no_leaks: None) -> None:
-    volume = tmp_path / "volume"
-    volume.mkdir()
+        canary: Path, volume: Path, no_leaks: None) -> None:
     before = _host_mounts_outside_bulkhead()
     ns = containerd.namespace
     with detached(containerd, demo_image, "sleep", "600", opts=debug_config) as sandbox:
@@ -153,9 +152,7 @@ def test_renames_and_links_in_the_share_never_reach_the_host(
 
 def test_a_guest_planting_links_in_a_loop_while_containers_come_and_go(
         containerd: PrivateContainerd, demo_image: str, debug_config: tuple[str, ...],
-        canary: Path, tmp_path: Path, no_leaks: None) -> None:
-    volume = tmp_path / "volume"
-    volume.mkdir()
+        canary: Path, volume: Path, no_leaks: None) -> None:
     before = _host_mounts_outside_bulkhead()
     ns = containerd.namespace
     names = "rootfs volumes config.json .config.json.tmp volumes/0-volume"

@@ -8,9 +8,11 @@ the /proc/self/fd magic link of a safely opened fd, and unmounts the mount an fd
 
 from __future__ import annotations
 
-import functools
+import errno
 import os
-from typing import Any
+
+from bulkhead.libc import libc
+from bulkhead.private_files import write_all
 
 # Syscall numbers of the new mount API: since Linux 5.1 new syscalls share one number on every
 # architecture (mount_setattr: 5.12).
@@ -43,16 +45,6 @@ class FdMountError(OSError):
     """A mount operation through an fd failed; the message names what it was for."""
 
 
-@functools.cache
-def _libc() -> Any:
-    """libc through ctypes, loaded on first use (`delete` often needs none of this)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
-
-
 def _check(rc: int, what: str) -> int:
     """Raise FdMountError naming what failed when a syscall returned -1."""
     if rc < 0:
@@ -65,19 +57,19 @@ def _check(rc: int, what: str) -> int:
 
 def fs_mount(fstype: str, options: dict[str, str | None], attrs: int, what: str) -> int:
     """A new, still detached filesystem mount (fsopen, fsconfig, fsmount); returns its fd."""
-    libc = _libc()
-    fs = _check(libc.syscall(_FSOPEN, fstype.encode(), FSOPEN_CLOEXEC), f"{what}: fsopen")
+    lib = libc()
+    fs = _check(lib.syscall(_FSOPEN, fstype.encode(), FSOPEN_CLOEXEC), f"{what}: fsopen")
     try:
         for key, value in options.items():
             if value is None:
-                rc = libc.syscall(_FSCONFIG, fs, FSCONFIG_SET_FLAG, key.encode(), None, 0)
+                rc = lib.syscall(_FSCONFIG, fs, FSCONFIG_SET_FLAG, key.encode(), None, 0)
             else:
-                rc = libc.syscall(_FSCONFIG, fs, FSCONFIG_SET_STRING, key.encode(),
+                rc = lib.syscall(_FSCONFIG, fs, FSCONFIG_SET_STRING, key.encode(),
                                   value.encode(), 0)
             _check(rc, f"{what}: option {key}")
-        _check(libc.syscall(_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0),
+        _check(lib.syscall(_FSCONFIG, fs, FSCONFIG_CMD_CREATE, None, None, 0),
                f"{what}: create")
-        return _check(libc.syscall(_FSMOUNT, fs, FSMOUNT_CLOEXEC, attrs), f"{what}: fsmount")
+        return _check(lib.syscall(_FSMOUNT, fs, FSMOUNT_CLOEXEC, attrs), f"{what}: fsmount")
     finally:
         os.close(fs)
 
@@ -87,7 +79,7 @@ def clone_tree(source: str, recursive: bool, what: str) -> int:
 
     source is a host path from containerd or the spec, resolved as runc resolves it."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    return _check(_libc().syscall(_OPEN_TREE, AT_FDCWD, source.encode(), flags),
+    return _check(libc().syscall(_OPEN_TREE, AT_FDCWD, source.encode(), flags),
                   f"{what}: open_tree {source}")
 
 
@@ -101,13 +93,13 @@ def set_attrs(tree_fd: int, attrs: int, recursive: bool, what: str) -> None:
 
     attr = MountAttr(attrs, 0, 0, 0)
     flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
-    _check(_libc().syscall(_MOUNT_SETATTR, tree_fd, b"", flags, ctypes.byref(attr),
+    _check(libc().syscall(_MOUNT_SETATTR, tree_fd, b"", flags, ctypes.byref(attr),
                            ctypes.sizeof(attr)), f"{what}: mount_setattr")
 
 
 def attach(tree_fd: int, target_fd: int, what: str) -> None:
     """move_mount a detached mount onto the file or directory target_fd holds."""
-    _check(_libc().syscall(_MOVE_MOUNT, tree_fd, b"", target_fd, b"",
+    _check(libc().syscall(_MOVE_MOUNT, tree_fd, b"", target_fd, b"",
                            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH),
            f"{what}: move_mount")
 
@@ -117,7 +109,7 @@ def mount_on(target_fd: int, source: str, fstype: str, flags: int, data: str, wh
     """Classic mount(2) onto what target_fd holds (its /proc/self/fd link, never a path)."""
     import ctypes
 
-    rc = _libc().mount(source.encode(), f"/proc/self/fd/{target_fd}".encode(),
+    rc = libc().mount(source.encode(), f"/proc/self/fd/{target_fd}".encode(),
                        fstype.encode() if fstype else None, ctypes.c_ulong(flags),
                        data.encode() if data else None)
     _check(rc, f"{what}: mount {fstype or 'bind'} {source} (options {data!r})")
@@ -125,7 +117,7 @@ def mount_on(target_fd: int, source: str, fstype: str, flags: int, data: str, wh
 
 def detach(mount_fd: int, what: str) -> None:
     """Lazily unmount the mount whose root mount_fd holds, with every mount below it."""
-    rc = _libc().umount2(f"/proc/self/fd/{mount_fd}".encode(), MNT_DETACH)
+    rc = libc().umount2(f"/proc/self/fd/{mount_fd}".encode(), MNT_DETACH)
     _check(rc, f"{what}: umount")
 
 
@@ -136,10 +128,10 @@ def detach_path(path: str) -> bool:
     in it). False when nothing is mounted there."""
     import ctypes
 
-    if _libc().umount2(path.encode(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0:
+    if libc().umount2(path.encode(), MNT_DETACH | UMOUNT_NOFOLLOW) == 0:
         return True
     err = ctypes.get_errno()
-    if err in (22, 2):  # EINVAL: not a mount point (or a symlink); ENOENT: gone
+    if err in (errno.EINVAL, errno.ENOENT):  # not a mount point (or a symlink), or gone
         return False
     raise FdMountError(err, f"umount {path}: {os.strerror(err)}")
 
@@ -173,9 +165,7 @@ def write_file(dir_fd: int, name: str, data: bytes, mode: int = 0o644) -> None:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                  mode, dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
     finally:
         os.close(fd)
     os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)

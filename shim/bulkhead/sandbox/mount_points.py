@@ -11,6 +11,8 @@ import functools
 import os
 from typing import Any
 
+from bulkhead.libc import libc
+
 _OPENAT2 = 437  # the same number on every architecture (Linux 5.6)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_XDEV = 0x01
@@ -26,13 +28,12 @@ def _openat2() -> Any:
         _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
                     ("resolve", ctypes.c_uint64)]
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
+    lib = libc()
 
     def call(dir_fd: int, path: str, flags: int) -> int:
         how = OpenHow(flags | os.O_CLOEXEC, 0,
                       RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV)
-        fd = libc.syscall(_OPENAT2, dir_fd, path.encode(), ctypes.byref(how),
+        fd = lib.syscall(_OPENAT2, dir_fd, path.encode(), ctypes.byref(how),
                           ctypes.sizeof(how))
         if fd < 0:
             err = ctypes.get_errno()

@@ -11,6 +11,7 @@ last one. The tmpfs sizes bound what a guest can store outside its rootfs and vo
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,9 +67,10 @@ class Share:
     def add_container(self, container_id: str) -> ContainerDir:
         """A fresh directory for a container (its own tmpfs); refuses an id already there."""
         if container_id in self.containers:
-            raise ShareError(17, f"container {container_id}: already has a share directory")
+            raise ShareError(errno.EEXIST,
+                             f"container {container_id}: already has a share directory")
         if self.root_fd < 0:
-            raise ShareError(2, f"container {container_id}: the share is not mounted")
+            raise ShareError(errno.ENOENT, f"container {container_id}: the share is not mounted")
         fd = _new_tmpfs_at(self.root_fd, container_id, CONTAINER_OPTIONS, 0o755,
                            f"share directory of container {container_id}")
         cdir = ContainerDir(container_id, fd, mount_fd.mount_id(fd))
@@ -104,7 +106,7 @@ def _new_tmpfs_at(dir_fd: int, name: str, options: Mapping[str, str | None], mod
     try:
         point = mount_fd.make_dir(dir_fd, name, mode)
     except FileExistsError:
-        raise ShareError(17, f"{what}: {name} already exists in the share") from None
+        raise ShareError(errno.EEXIST, f"{what}: {name} already exists in the share") from None
     except OSError as exc:
         raise ShareError(exc.errno, f"{what}: {exc.strerror}") from None
     try:

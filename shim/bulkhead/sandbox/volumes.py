@@ -10,6 +10,7 @@ names the mount, never a silent drop.
 from __future__ import annotations
 
 import copy
+import errno
 import os
 import stat
 from typing import Any
@@ -59,7 +60,7 @@ def _bind(source: str, options: list[str], volumes_fd: int, name: str, what: str
     try:
         tree = mount_fd.clone_tree(source, recursive, what)
     except mount_fd.FdMountError as exc:
-        if exc.errno == 2:
+        if exc.errno == errno.ENOENT:
             raise VolumeError(f"{what}: the source does not exist on the host") from None
         raise VolumeError(f"{what}: {exc.strerror}") from None
     try:

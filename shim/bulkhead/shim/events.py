@@ -33,6 +33,12 @@ class EventPublisher:
 
     def publish(self, topic: str, event: Message) -> None:
         """Queue an event (type URL = its proto full name, as containerd's typeurl uses)."""
+        if self._queue.qsize() >= MAX_QUEUED:
+            self.dropped += 1
+            if self.dropped == 1:
+                log.error("events: %d queued for containerd, dropping %s and later ones "
+                          "until it catches up", MAX_QUEUED, topic)
+            return
         req = events_service_pb2.ForwardRequest()
         env = req.envelope
         env.timestamp.FromNanoseconds(time.time_ns())
@@ -40,12 +46,6 @@ class EventPublisher:
         env.topic = topic
         env.event.CopyFrom(any_pb2.Any(type_url=event.DESCRIPTOR.full_name,
                                        value=event.SerializeToString()))
-        if self._queue.qsize() >= MAX_QUEUED:
-            self.dropped += 1
-            if self.dropped == 1:
-                log.error("events: %d queued for containerd, dropping %s and later ones "
-                          "until it catches up", MAX_QUEUED, topic)
-            return
         self._queue.put_nowait(req)
         if self._task is None:
             self._task = asyncio.create_task(self._run())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import ctypes
 
+from bulkhead.libc import libc
+
 CAP_CHOWN, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER, CAP_FSETID = 0, 1, 2, 3, 4
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_MKNOD = 12, 21, 27
 # 9p passthrough: chown to the guest's ids, reach and chmod any file of the export.
@@ -43,8 +45,7 @@ class CapabilityDropper:
     it then only makes system calls."""
 
     def __init__(self, keep: frozenset[int]) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._prctl, self._capset = libc.prctl, libc.capset
+        self._prctl, self._capset = libc().prctl, libc().capset
         self.keep = keep
         self._drop = [c for c in range(last_cap() + 1) if c not in keep]
         mask = sum(1 << c for c in keep)

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import stat
 from dataclasses import dataclass
+from typing import Any
+
+from bulkhead.libc import libc
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446
 _CREATE_RULESET_VERSION = 1
@@ -47,9 +51,8 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_syscall = _libc.syscall
-_syscall.restype = ctypes.c_long
+def _syscall(*args: Any) -> int:
+    return int(libc().syscall(*args))
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,7 @@ def _add_rule(ruleset: int, rule: Rule, fs: int) -> None:
     target = os.open(rule.path, os.O_PATH | os.O_CLOEXEC)
     try:
         access = rule.access & fs
-        if not os.path.isdir(f"/proc/self/fd/{target}"):
+        if not stat.S_ISDIR(os.fstat(target).st_mode):
             access &= FILE_RIGHTS
         attr = _PathBeneathAttr(access, target)
         if _syscall(_SYS_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(_RULE_PATH_BENEATH),

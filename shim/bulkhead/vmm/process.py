@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+from bulkhead.libc import libc
 from bulkhead.private_files import open_private
 from bulkhead.vmm.base import STATE_DIR_ENV, VMError
 from bulkhead.vmm.capabilities import CapabilityDropper, qemu_caps
@@ -32,13 +33,8 @@ def resolve_binary(binary: str) -> Path:
     return Path(found).resolve()
 
 
-def _load_libc() -> tuple[Callable[..., int], Callable[..., int]]:
-    """libc prctl and unshare, resolved in the parent so the forked child only calls them."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    return libc.prctl, libc.unshare
-
-
-_prctl, _unshare = _load_libc()
+# Resolved in the parent, so the forked child only calls them.
+_prctl, _unshare = libc().prctl, libc().unshare
 
 
 def _child_setup(parent: int, new_netns: bool, ruleset: int | None) -> Callable[[], None]:
