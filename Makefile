@@ -26,7 +26,7 @@ GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
 # Source trees linted and type-checked (only those that contain Python files are passed on).
-LINT_DIRS   := shim guest-agent wire packaging/guestimage bench tests/cri cffi_build
+LINT_DIRS   := shim guest-agent wire packaging/guestimage bench tests/cri tests/harness cffi_build
 # Our own scripts without a .py suffix, linted explicitly.
 LINT_FILES  := packaging/demo-image/build $(GUEST_BUILD)
 # What a change to should reinstall the package into the venv.
@@ -108,13 +108,10 @@ guest-image: package
 template: guest-image links
 	$(BIN_DIR)/bulkhead template build
 
-# Uses the `bulkhead demo` CLI once it is installed, the devenv module until then.
+# `bulkhead demo` from the venv (install links it into $(BIN_DIR) too): a private containerd of
+# the `containerd` on PATH, else of a development install (DEMO_ARGS="--containerd PATH ...").
 demo: install
-	@if [[ -x $(BIN_DIR)/bulkhead ]] && $(BIN_DIR)/bulkhead demo --help >/dev/null 2>&1; then \
-	  $(BIN_DIR)/bulkhead demo; \
-	else \
-	  $(PY) -m bulkhead.devenv.demo; \
-	fi
+	$(VENV)/bin/bulkhead demo $(DEMO_ARGS)
 
 # Lint first, tests last (so pytest's summary closes the output); fail if either failed.
 test: install

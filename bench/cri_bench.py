@@ -2,11 +2,11 @@
 the test suite's CRI client, pods timed from RunPodSandbox to their container's first log line,
 and cleanup that survives errors, Ctrl-C and SIGTERM.
 
-The CRI client lives in tests/cri (client.py, logs.py and the generated runtime_v1_pb2). Rather
-than move or copy it, this module puts the repository's tests/ directory on sys.path and imports
-the `cri` package from there, as pytest does; pyproject's mypy_path lists tests/ so that
-`mypy bench` type-checks against it. Only cri.client and cri.logs are used: they need grpcio and
-protobuf (installed with the test extras), not pytest.
+The CRI client lives in tests/cri (client.py, logs.py and the generated runtime_v1_pb2) and the
+private containerd in tests/harness; rather than move or copy them, harness_path puts the
+repository's tests/ directory on sys.path and they are imported from there, as pytest does.
+Only cri.client and cri.logs are used: they need grpcio and protobuf (installed with the test
+extras), not pytest.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import ipaddress
 import secrets
 import shutil
-import sys
 import tempfile
 import threading
 import time
@@ -23,16 +22,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE, DEMO_IMAGE_TAR
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo.container import DEMO_IMAGE, DEMO_IMAGE_TAR
+from cri import logs
+from cri.client import CriClient, CriError, Pod, PodDefaults
+from harness.containerd import PrivateContainerd
 from interrupts import interrupts_raise, uninterrupted
-
-TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
-
-from cri import logs  # noqa: E402
-from cri.client import CriClient, CriError, Pod, PodDefaults  # noqa: E402
 
 __all__ = ["CriError", "Pod"]
 

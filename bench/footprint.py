@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import ContainerdError, PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo import procs
+from bulkhead.demo.container import DEMO_IMAGE
+from bulkhead.demo.errors import ContainerdError
+from harness.containerd import PrivateContainerd
 from runtime_comparison import (
     RUNTIMES,
     Runtime,

@@ -17,9 +17,10 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE
-from bulkhead.devenv.monitor import MonitorProcess
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo.container import DEMO_IMAGE
+from harness.containerd import PrivateContainerd
+from harness.monitor import MonitorProcess
 from prometheus_client.parser import text_string_to_metric_families
 from runtime_comparison import RUNTIMES, bench_containerd, new_container_id, remove_container
 

@@ -18,8 +18,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo.container import DEMO_IMAGE
+from harness.containerd import PrivateContainerd
 from runtime_comparison import (
     Runtime,
     add_runtimes_option,

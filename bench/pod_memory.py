@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import PrivateContainerd
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo import procs
 from bulkhead.monitor import procfs
 from footprint import children_map, pss_kib, with_descendants
+from harness.containerd import PrivateContainerd
 
 SHIM_DAEMON = "bulkhead.shim.daemon"
 RUNC_SHIM = "containerd-shim-runc-v2"

@@ -11,8 +11,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkhead.devenv.containerd import ContainerdError, PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE_TAR
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo.container import DEMO_IMAGE_TAR
+from bulkhead.demo.errors import ContainerdError
+from harness.containerd import PrivateContainerd
 from interrupts import interrupts_raise, uninterrupted
 
 BULKHEAD = "io.containerd.bulkhead.v2"

@@ -12,8 +12,9 @@ import secrets
 import sys
 import time
 
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE, find_boot_phases
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo.container import DEMO_IMAGE, find_boot_phases
+from harness.containerd import PrivateContainerd
 from runtime_comparison import Runtime, add_runtimes_option, compare, selected
 
 

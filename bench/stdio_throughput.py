@@ -40,10 +40,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import ContainerdError, PrivateContainerd
-from bulkhead.devenv.demo import DEMO_IMAGE
+import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
+from bulkhead.demo import procs
+from bulkhead.demo.container import DEMO_IMAGE
+from bulkhead.demo.errors import ContainerdError
 from footprint import children_map, shim_pids
+from harness.containerd import PrivateContainerd
 from interrupts import uninterrupted
 from runtime_comparison import (
     Runtime,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bulkhead_agent.channel import KEY_FILE
 from bulkhead_wire import channel_auth
-from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.guest_abi import HANDSHAKE_MAGIC as MAGIC
 
 
 def write_key(agent_dir: Path) -> bytes:

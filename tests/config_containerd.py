@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
-from bulkhead.devenv import mounts
+from bulkhead.install import containerd_config as cc
 from cri.client import CriClient, CriError
+from harness.mounts import unmount_leftovers
 
 # Host paths containerd creates that a test must not (checked before and after).
 HOST_PATHS = ("/opt/containerd", "/var/lib/containerd", "/var/run/nri", "/opt/nri",
               "/run/containerd/containerd.sock", "/etc/cni/net.d")
-OPT_PLUGIN = "io.containerd.internal.v1.opt"
-NRI_PLUGIN = "io.containerd.nri.v1.nri"
+OPT_PLUGIN = cc.OPT_PLUGIN
+NRI_PLUGIN = cc.NRI_PLUGIN
 # The plugin whose `cni` table names conf_dir (containerd 1.6 creates it), by config version.
-CNI_PLUGIN = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}
+CNI_PLUGIN = {version: layout.cri_plugin for version, layout in cc.LAYOUTS.items()}
 
 
 @dataclass
@@ -117,7 +118,7 @@ def containerd_from(binary: Path, config: Path, env: dict[str, str] | None = Non
             proc.kill()
             proc.wait()
         log.close()
-        left = mounts.unmount_under(base)
+        left = unmount_leftovers(base)
         if not left:  # never rmtree across a mount
             shutil.rmtree(base, ignore_errors=True)
 

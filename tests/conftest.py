@@ -6,31 +6,26 @@ plugin."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import (
-    INSTALLS,
-    PrivateContainerd,
-    available_versions,
-    reap_stale_instances,
-)
+from harness.containerd import PrivateContainerd
 from host_state import HostState, changes
 from leaks import LeakBaseline, assert_no_leaks
+from session_instances import (
+    DEMO_IMAGE,
+    EACH_VERSION,
+    image_tar,
+    of_this_version,
+    session_instance,
+)
 
 # grpcio (the CRI client) installs fork handlers that restart its event engine in a forked
 # child, which aborts there ("epoll_wait error: Bad file descriptor") before the child can exec;
 # tests fork QEMU from this process, so those handlers stay off (read when grpc first loads).
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
-REPO = Path(__file__).resolve().parent.parent
-DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
-DEMO_IMAGE_TAR = Path(
-    os.environ.get("BULKHEAD_DEMO_IMAGE", "/usr/local/share/bulkhead/demo-image.tar")
-)
-VERSIONS = tuple(INSTALLS)  # every version devenv knows: 1.6, 1.7, 2.1
 pytest_plugins = ("cri.fixtures",)
 
 
@@ -47,56 +42,36 @@ def host_left_as_found() -> Iterator[None]:
         raise AssertionError(f"the suite left the host changed ({len(diff)}):\n{shown}")
 
 
-def _start_instance(version: str) -> Iterator[PrivateContainerd]:
-    """One private containerd for the whole session; skipped when it cannot exist here."""
-    if os.geteuid() != 0:
-        pytest.skip("private containerd instances need root")
-    if version not in available_versions():
-        pytest.skip(
-            f"containerd {version} is not installed (`make install` installs 1.6 from bookworm, "
-            "1.7 from trixie and 2.1 from sid into /opt/bulkhead/containerd-<version>)"
-        )
-    reap_stale_instances()  # leftovers of killed runs; live instances of other runs are kept
-    instance = PrivateContainerd(name=f"pytest-{version}-{os.getpid()}", version=version)
-    instance.start()
-    try:
-        yield instance
-    finally:
-        instance.stop()
-
-
 @pytest.fixture(scope="session")
 def containerd16() -> Iterator[PrivateContainerd]:
-    yield from _start_instance("1.6")
+    with session_instance("1.6") as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")
 def containerd17() -> Iterator[PrivateContainerd]:
-    yield from _start_instance("1.7")
+    with session_instance("1.7") as instance:
+        yield instance
 
 
 @pytest.fixture(scope="session")
 def containerd21() -> Iterator[PrivateContainerd]:
-    yield from _start_instance("2.1")
+    with session_instance("2.1") as instance:
+        yield instance
 
 
-@pytest.fixture(params=VERSIONS, ids=[f"containerd{v}" for v in VERSIONS])
+@pytest.fixture(**EACH_VERSION)
 def containerd(request: pytest.FixtureRequest) -> PrivateContainerd:
-    """Runs the test once against each containerd version."""
-    name = "containerd" + str(request.param).replace(".", "")
-    instance: PrivateContainerd = request.getfixturevalue(name)
+    """Runs the test once against each containerd version (a module narrows the versions with
+    `pytest.mark.parametrize("containerd", [...], indirect=True)`)."""
+    instance: PrivateContainerd = of_this_version(request, "containerd")
     return instance
 
 
 @pytest.fixture(scope="session")
 def demo_image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The installed demo archive, or one built on the fly from the repo's builder."""
-    if DEMO_IMAGE_TAR.is_file():
-        return DEMO_IMAGE_TAR
-    out = tmp_path_factory.mktemp("demo-image") / "demo-image.tar"
-    builder = REPO / "packaging" / "demo-image" / "build"
-    subprocess.run(["/usr/bin/python3", str(builder), "--out", str(out)], check=True)
-    return out
+    return image_tar(tmp_path_factory, "demo")
 
 
 @pytest.fixture(scope="session")

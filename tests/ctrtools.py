@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import PrivateContainerd
+from bulkhead.demo import procs
+from harness.containerd import PrivateContainerd
 from leaks import is_qemu
 
 RUNTIME = "io.containerd.bulkhead.v2"

@@ -22,6 +22,7 @@ WATCHED_PATHS: tuple[tuple[str, int], ...] = (
     ("/usr/local/bin", 1), ("/etc/systemd/system", 1), ("/run/netns", 1), ("/run", 1),
     ("/var/log/pods", 1), ("/var/log/containers", 1), ("/sys/fs/cgroup", 2),
     ("/var/lib/bulkhead-test", 1), ("/run/bulkhead-test", 1),
+    ("/var/lib/bulkhead-demo", 1),  # bulkhead.demo's instances (the doctor's smoke test too)
 )
 # Not the suite's to undo: util-linux's own state dir (libmount's utab), which any mount(8) makes
 # on first use, as it is on every systemd host from boot.

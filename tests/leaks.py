@@ -8,11 +8,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import mounts, procs
-from bulkhead.devenv.containerd import SHIM_SOCKET_DIR, CtrClient, PrivateContainerd
+from bulkhead import paths
+from bulkhead.demo import procs
+from bulkhead.demo.ctr import CtrClient
+from bulkhead.demo.shared_dirs import SHIM_SOCKET_DIR
+from bulkhead.sandbox.mounts import mount_points_under
+from bulkhead.template.store import BUILD_PREFIX, templates_dir
+from harness.containerd import PrivateContainerd
 
-BULKHEAD_RUN_DIR = Path("/run/bulkhead")
-TEMPLATES = "templates"
+BULKHEAD_RUN_DIR = Path(paths.RUN_DIR)
+TEMPLATES_DIR = templates_dir()
+TEMPLATES = TEMPLATES_DIR.name  # an entry of BULKHEAD_RUN_DIR, not a sandbox namespace
 BULKHEAD_SHIM = "containerd-shim-bulkhead-v2"
 HOST_NET = Path("/sys/class/net")
 
@@ -25,7 +31,7 @@ def _listdir(path: Path) -> frozenset[str]:
 
 
 def sandbox_dirs() -> frozenset[str]:
-    """<namespace>/<sandbox id> of every Bulkhead sandbox state dir under /run/bulkhead."""
+    """<namespace>/<sandbox id> of every Bulkhead sandbox state dir under BULKHEAD_RUN_DIR."""
     return frozenset(f"{ns}/{name}" for ns in _listdir(BULKHEAD_RUN_DIR) - {TEMPLATES}
                      if (BULKHEAD_RUN_DIR / ns).is_dir()
                      for name in _listdir(BULKHEAD_RUN_DIR / ns))
@@ -39,7 +45,7 @@ def host_taps() -> frozenset[str]:
 
 
 def is_qemu(proc: procs.Proc) -> bool:
-    """A VM of ours: QEMU whose state (sockets, console) lives under /run/bulkhead."""
+    """A VM of ours: QEMU whose state (sockets, console) lives under BULKHEAD_RUN_DIR."""
     return proc.exe_name.startswith("qemu-system") and f"{BULKHEAD_RUN_DIR}/" in proc.command
 
 
@@ -90,14 +96,14 @@ def find_leaks(instance: CtrClient, baseline: LeakBaseline | None = None) -> lis
               if d.split("/")[0] in base.bulkhead_run]
     leaks += [f"tap {name} in the host netns" for name in sorted(host_taps() - base.taps)]
     # Templates stay (a cache on tmpfs, by design); half-built ones must not.
-    leaks += [f"template build {BULKHEAD_RUN_DIR / TEMPLATES / name}"
-              for name in sorted(_listdir(BULKHEAD_RUN_DIR / TEMPLATES))
-              if name.startswith(".build-")]
+    leaks += [f"template build {TEMPLATES_DIR / name}"
+              for name in sorted(_listdir(TEMPLATES_DIR))
+              if name.startswith(BUILD_PREFIX)]
     watched: list[Path] = [BULKHEAD_RUN_DIR]  # templates hold no mounts either
     if isinstance(instance, PrivateContainerd):
         watched = [instance.root_dir, instance.run_dir, BULKHEAD_RUN_DIR]
         leaks += _leftover_tasks(instance)
-    leaks += [f"mount {m.mount_point} ({m.fs_type})" for m in mounts.mounts_under(*watched)]
+    leaks += [f"mount {m.mount_point} ({m.fs_type})" for m in mount_points_under(*watched)]
     return leaks
 
 

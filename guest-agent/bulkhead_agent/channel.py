@@ -1,7 +1,7 @@
 """Opens the shim's two links (control, data): handshaken, then taken over as an asyncio
 stream pair (control: ttrpc) or by a stdio link (data: the C engine or the Python pumps).
 
-Either kind does the same handshake: once the host side is connected, the agent writes MAGIC,
+Either kind does the same handshake: once the host side is connected, the agent writes the magic,
 and only then does the shim speak. virtio-serial needs it most: a port drops host data while
 no guest process has it open, and reports POLLHUP while no host process is connected.
 """
@@ -19,22 +19,25 @@ from dataclasses import dataclass, field
 
 from bulkhead_wire import channel_auth
 from bulkhead_wire.channel_auth import AuthError
-from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.guest_abi import (
+    CTL_PORT_NAME,
+    DATA_PORT_NAME,
+    HANDSHAKE_MAGIC,
+    KEY_PORT_NAME,
+    VSOCK_CTL_PORT,
+    VSOCK_DATA_PORT,
+)
 from bulkhead_wire.stdio.engines import open_link
 from bulkhead_wire.stdio.link import StreamLink
 from bulkhead_wire.stdio.pump import wait_fd
 from bulkhead_wire.stdio.python_link import fd_streams
 
 from bulkhead_agent import log as agentlog
-from bulkhead_agent.channel_key import KEY_PORT_NAME, KeyFile, KeyPort, KeySource
+from bulkhead_agent.channel_key import KeyFile, KeyPort, KeySource
 
 log = logging.getLogger(__name__)
 
 VIRTIO_PORTS = "/sys/class/virtio-ports"
-CTL_PORT_NAME = "bulkhead.ctl"
-DATA_PORT_NAME = "bulkhead.data"
-VSOCK_CTL_PORT = 1024
-VSOCK_DATA_PORT = 1025
 POLL_INTERVAL = 0.005  # seconds between checks while a port or its host side is missing
 IDLE_POLL_INTERVAL = 0.1  # after FAST_POLL_PERIOD: nobody is about to connect, save guest CPU
 SIGNALLED_POLL_INTERVAL = 2.0  # when the port sends SIGIO on host (dis)connects: a safety net
@@ -60,7 +63,7 @@ class Link:
         then make it prove the VM's secret and prove it back; AuthError if it cannot."""
         key = await keys.get()
         nonce_a = channel_auth.new_nonce()
-        await self._send(MAGIC + nonce_a)
+        await self._send(HANDSHAKE_MAGIC + nonce_a)
         proof = await asyncio.wait_for(self._receive(channel_auth.SHIM_PROOF_BYTES),
                                        channel_auth.AUTH_TIMEOUT)
         nonce_s = channel_auth.check_shim_proof(key, role, nonce_a, proof)

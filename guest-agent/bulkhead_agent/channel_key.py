@@ -14,9 +14,8 @@ from typing import Protocol
 
 from bulkhead_wire import channel_auth
 from bulkhead_wire.channel_auth import AuthError
+from bulkhead_wire.guest_abi import KEY_PORT_NAME
 from bulkhead_wire.stdio.pump import wait_fd
-
-KEY_PORT_NAME = "bulkhead.key"
 
 
 class KeySource(Protocol):

@@ -306,10 +306,6 @@ class Supervisor:
                 raise NotFound("process already finished") from None
             raise
 
-    async def close_stdin(self, container_id: str, exec_id: str) -> None:
-        """Return once the stdin stream's EOF was passed on and the pipe closed."""
-        await self.get(container_id).process(exec_id).io.close_stdin()
-
     def resize(self, container_id: str, exec_id: str, width: int, height: int) -> None:
         """Window size of a terminal process."""
         proc = self.get(container_id).process(exec_id)
@@ -383,16 +379,6 @@ class Supervisor:
                    if p.finished is not None and not p.finished.done()]
         if pending:
             await asyncio.wait(pending, timeout=REMOVE_DRAIN_TIMEOUT)
-
-    async def kill_all(self) -> None:
-        """SIGKILL every container's processes (Shutdown); errors are only logged."""
-        for ctr in self.containers():
-            if ctr.init.exit is not None:
-                continue
-            if ctr.cgroup_path and cgroup.kill_all(ctr.cgroup_path, self.cgroup_root):
-                continue
-            with contextlib.suppress(OSError):
-                os.kill(ctr.init.pid, signals.SIGKILL)
 
     # -- helpers -------------------------------------------------------------------------
 

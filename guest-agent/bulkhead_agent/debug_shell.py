@@ -22,6 +22,7 @@ from typing import Any
 
 from bulkhead_wire import debug_shell as protocol
 from bulkhead_wire.debug_shell import Line, LineScanner
+from bulkhead_wire.guest_abi import DEBUG_PORT_NAME
 
 from bulkhead_agent.channel import find_port, host_connected
 from bulkhead_agent.reaper import ExitInfo, Reaper
@@ -29,7 +30,6 @@ from bulkhead_agent.spawn import child_env
 
 log = logging.getLogger(__name__)
 
-PORT_NAME = "bulkhead.debug"
 SHELL = "/bin/sh"
 CHUNK = 65536
 HANGUP_GRACE = 2.0  # seconds a shell gets after SIGHUP before SIGKILL
@@ -139,7 +139,7 @@ async def _next_header(port: Port) -> dict[str, object]:
 
 async def _open_port() -> int:
     """The port's device, once the kernel named it (it is there right after boot)."""
-    while (entry := find_port(PORT_NAME)) is None:
+    while (entry := find_port(DEBUG_PORT_NAME)) is None:
         await asyncio.sleep(HOST_AWAY_POLL)
     return os.open(f"/dev/{entry}", os.O_RDWR | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
 

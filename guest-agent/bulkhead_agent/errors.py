@@ -11,7 +11,6 @@ INVALID_ARGUMENT = 3
 NOT_FOUND = 5
 ALREADY_EXISTS = 6
 FAILED_PRECONDITION = 9
-UNIMPLEMENTED = 12
 INTERNAL = 13
 
 
@@ -43,12 +42,6 @@ class FailedPrecondition(AgentError):
     """The object exists but is in the wrong state for the request."""
 
     code = FAILED_PRECONDITION
-
-
-class Unimplemented(AgentError):
-    """A feature this agent version does not support yet."""
-
-    code = UNIMPLEMENTED
 
 
 class CrunError(AgentError):

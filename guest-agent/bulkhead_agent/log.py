@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+from bulkhead_wire.guest_abi import AGENT_CONSOLE_PREFIX
+
 # Set by main when the agent is PID 1 in a guest; never write the host's kernel log.
 kernel_log_enabled = False
 
@@ -31,7 +33,7 @@ class _UptimeFormatter(logging.Formatter):
 
 def kernel(message: str, level: int = 4) -> None:
     """One line to /dev/kmsg (shown on the console, so in the shim's console tail)."""
-    line = f"bulkhead-agent: {message}"
+    line = f"{AGENT_CONSOLE_PREFIX}{message}"
     if not kernel_log_enabled:
         print(line, file=sys.stderr, flush=True)
         return
@@ -52,7 +54,7 @@ def kernel(message: str, level: int = 4) -> None:
 def console(message: str) -> None:
     """One line straight to the serial console, whatever the kernel's console log level (the
     shim watches the console log for it)."""
-    line = f"bulkhead-agent: {message}\n"
+    line = f"{AGENT_CONSOLE_PREFIX}{message}\n"
     if not kernel_log_enabled:
         print(line, end="", file=sys.stderr, flush=True)
         return

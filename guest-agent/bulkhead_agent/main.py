@@ -9,6 +9,7 @@ import signal
 import sys
 import time
 
+from bulkhead_wire.guest_abi import AGENT_SERVICE
 from bulkhead_wire.ttrpc import Server
 
 from bulkhead_agent import __version__, cgroup, channel, system
@@ -18,7 +19,7 @@ from bulkhead_agent.container import Supervisor
 from bulkhead_agent.crun import Crun
 from bulkhead_agent.options import Options, UsageError, parse_argv, parse_cmdline
 from bulkhead_agent.reaper import Reaper
-from bulkhead_agent.service import SERVICE, AgentService
+from bulkhead_agent.service import AgentService
 from bulkhead_agent.template_prep import TemplatePrep
 
 log = logging.getLogger("bulkhead_agent")
@@ -63,19 +64,12 @@ class Agent:
         self.supervisor = Supervisor(crun, self.reaper, opts.state_dir)
         self.stopped = asyncio.Event()
         self.template = TemplatePrep()
-        service = AgentService(self.supervisor, BootInfo.collect(start_uptime), self.power_off,
-                               self.template)
+        service = AgentService(self.supervisor, BootInfo.collect(start_uptime), self.template)
         self.server = Server()
-        self.server.register(SERVICE, service.methods())
-
-    def power_off(self) -> None:
-        """Shutdown's last step: the VM goes away (a development agent just stops)."""
-        if self.opts.pid1:
-            system.power_off(restart=self.opts.shutdown == "reboot")
-        self.stopped.set()
+        self.server.register(AGENT_SERVICE, service.methods())
 
     async def run(self) -> None:
-        """Serve one host connection after another until Shutdown (or SIGTERM in development)."""
+        """Serve one host connection after another (until SIGTERM in development)."""
         loop = asyncio.get_running_loop()
         self.reaper.install(loop)
         if not self.opts.pid1:

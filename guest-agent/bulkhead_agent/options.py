@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bulkhead_wire.guest_abi import CHANNEL_PARAM
+
 USAGE = ("usage: python -m bulkhead_agent [--listen-unix DIR] [--crun PATH] [--crun-root DIR] "
          "[--state-dir DIR] [--debug]")
 
@@ -24,8 +26,8 @@ class Options:
     log_file: str = "/run/bulkhead/agent.log"
     debug: bool = False
     pid1: bool = True
-    # How Shutdown ends the VM: power off (needs ACPI), or reboot (with QEMU's -no-reboot and
-    # reboot=t this makes the VMM exit on machines without a power-off device).
+    # How a PID 1 agent that stops ends the VM: power off (needs ACPI), or reboot (with QEMU's
+    # -no-reboot and reboot=t this makes the VMM exit on machines without a power-off device).
     shutdown: str = "poweroff"
 
 
@@ -34,7 +36,7 @@ def parse_cmdline(text: str, opts: Options | None = None) -> Options:
     opts = opts or Options()
     for word in text.split():
         key, _, value = word.partition("=")
-        if key == "bulkhead.channel" and value in ("serial", "vsock"):
+        if key == CHANNEL_PARAM and value in ("serial", "vsock"):
             opts.channel = value
         elif key == "bulkhead.debug":
             opts.debug = value not in ("", "0", "false", "no")

@@ -28,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SERVICE = "bulkhead.agent.v1.Agent"
-POWER_OFF_DELAY = 0.2  # seconds: lets the Shutdown reply reach the shim before the VM stops
-
 Req = TypeVar("Req", bound=Message)
 Resp = TypeVar("Resp", bound=Message)
 
@@ -62,11 +59,10 @@ class AgentService:
     """Handlers for every method of agent.proto's Agent service."""
 
     def __init__(self, supervisor: Supervisor, boot: BootInfo,
-                 power_off: Callable[[], None], template: TemplatePrep | None = None) -> None:
+                 template: TemplatePrep | None = None) -> None:
         self.supervisor = supervisor
         self.template = template or TemplatePrep()
         self.boot = boot
-        self.power_off = power_off
         self._debug_shell: DebugShell | None = None
 
     @functools.cached_property
@@ -77,7 +73,7 @@ class AgentService:
         return ContainerControl(self.supervisor)
 
     def methods(self) -> dict[str, tuple[type[Message], Callable[[Any], Awaitable[Message]]]]:
-        """The method table for bulkhead_wire.ttrpc.Server.register(SERVICE, ...)."""
+        """The method table for bulkhead_wire.ttrpc.Server.register(AGENT_SERVICE, ...)."""
         return {
             "Check": (agent_pb2.CheckRequest, self.check),
             "CreateContainer": (agent_pb2.CreateContainerRequest, self.create_container),
@@ -85,7 +81,6 @@ class AgentService:
             "StartProcess": (agent_pb2.StartProcessRequest, self.start_process),
             "WaitProcess": (agent_pb2.WaitProcessRequest, self.wait_process),
             "SignalProcess": (agent_pb2.SignalProcessRequest, self.signal_process),
-            "CloseStdin": (agent_pb2.CloseStdinRequest, self.close_stdin),
             "ResizePty": (agent_pb2.ResizePtyRequest, self.resize_pty),
             "DeleteProcess": (agent_pb2.DeleteProcessRequest, self.delete_process),
             "ListPids": (agent_pb2.ListPidsRequest, self.list_pids),
@@ -100,7 +95,6 @@ class AgentService:
             "ConfigureNetwork": (agent_pb2.ConfigureNetworkRequest, self.configure_network),
             "ForwardPort": (agent_pb2.ForwardPortRequest, self.forward_port),
             "RemoveContainer": (agent_pb2.RemoveContainerRequest, self.remove_container),
-            "Shutdown": (empty_pb2.Empty, self.shutdown),
         }
 
     @rpc("Check")
@@ -153,12 +147,6 @@ class AgentService:
     async def signal_process(self, req: agent_pb2.SignalProcessRequest) -> empty_pb2.Empty:
         """kill(2) the process, or every process of the container with `all`."""
         await self.supervisor.signal(req.container_id, req.exec_id, req.signal, req.all)
-        return empty_pb2.Empty()
-
-    @rpc("CloseStdin")
-    async def close_stdin(self, req: agent_pb2.CloseStdinRequest) -> empty_pb2.Empty:
-        """Returns once the stdin stream's EOF has closed the process's stdin pipe."""
-        await self.supervisor.close_stdin(req.container_id, req.exec_id)
         return empty_pb2.Empty()
 
     @rpc("ResizePty")
@@ -283,13 +271,4 @@ class AgentService:
         if self.supervisor.containers():
             raise FailedPrecondition("a VM with containers cannot become a template")
         await self.template.prepare(self.supervisor.crun, self.supervisor.state_dir)
-        return empty_pb2.Empty()
-
-    @rpc("Shutdown")
-    async def shutdown(self, req: empty_pb2.Empty) -> empty_pb2.Empty:
-        """Kill every container, sync, and power off shortly after this reply went out."""
-        await self.supervisor.kill_all()
-        os.sync()
-        asyncio.get_running_loop().call_later(POWER_OFF_DELAY, self.power_off)
-        log.info("shutdown requested: powering off in %.1f s", POWER_OFF_DELAY)
         return empty_pb2.Empty()

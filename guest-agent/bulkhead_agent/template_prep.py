@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 
+from bulkhead_wire.guest_abi import TEMPLATE_READY
 from bulkhead_wire.netlink.netns import load_pyroute2
 
 from bulkhead_agent import log as agentlog
@@ -22,7 +23,6 @@ from bulkhead_agent.errors import CrunError
 
 log = logging.getLogger(__name__)
 
-READY_MARKER = "template ready"  # on the console as "bulkhead-agent: template ready"
 # Loaded lazily by a cold-booted agent; a template loads them once for all its clones.
 WARM_MODULES = ("ctypes", "json", "bulkhead_agent.console", "bulkhead_agent.control",
                 "bulkhead_agent.cgroup_stats", "bulkhead_agent.guest_stats",
@@ -57,7 +57,7 @@ class TemplatePrep:
         self._waiting.add(port)
         if len(self._waiting) == PORTS:
             self.armed = False
-            agentlog.console(READY_MARKER)
+            agentlog.console(TEMPLATE_READY)
 
 
 WARM_ID = "bulkhead-template-warmup"

@@ -15,16 +15,15 @@ import socket
 import struct
 import time
 
+from bulkhead_wire.guest_abi import GUEST_POD_SHM_DIR, GUEST_SHARED_DIR, SHARE_MOUNT_TAG
+
 log = logging.getLogger(__name__)
 
 RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 MIN_ENTROPY = 32  # bytes the shim must send
-SHARE_TAG = "bulkhead"
-SHARE_DIR = "/run/bulkhead/shared"
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=mmap"
-POD_SHM = "/run/bulkhead/pod-shm"  # the pod's /dev/shm, sized like containerd's for runc
-POD_SHM_OPTIONS = "mode=1777,size=65536k"
+POD_SHM_OPTIONS = "mode=1777,size=65536k"  # the pod's /dev/shm, sized like containerd's for runc
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 
 
@@ -87,8 +86,8 @@ def _mount(source: str, target: str, fstype: str, flags: int, options: str) -> N
 
 def mount_share() -> None:
     """The sandbox's 9p share, and the pod's /dev/shm."""
-    _mount(SHARE_TAG, SHARE_DIR, "9p", 0, NINEP_OPTIONS)
-    _mount("shm", POD_SHM, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, POD_SHM_OPTIONS)
+    _mount(SHARE_MOUNT_TAG, GUEST_SHARED_DIR, "9p", 0, NINEP_OPTIONS)
+    _mount("shm", GUEST_POD_SHM_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, POD_SHM_OPTIONS)
 
 
 def set_sysctls(sysctls: dict[str, str], proc_sys: str = "/proc/sys") -> None:

@@ -11,7 +11,7 @@ from bulkhead import __version__
 # name -> (module with build_parser(parser) and run(args) -> int, one-line help).
 # Modules are imported only when their command runs, so `bulkhead ps` stays quick.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("bulkhead.devenv.demo", "run the embedded demo image in a microVM"),
+    "demo": ("bulkhead.demo.cli", "run the embedded demo image in a microVM"),
     "template": ("bulkhead.template.cli", "build, list or remove VM templates"),
     "monitor": ("bulkhead.monitor.cli", "serve Prometheus metrics of the live sandboxes"),
     "ps": ("bulkhead.debug.ps", "list the sandboxes on this host (VM pid, boot, memory)"),

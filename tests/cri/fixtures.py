@@ -4,31 +4,17 @@ images in k8s.io, and a `cri` fixture per test that fails the test on anything i
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv import cni
-from bulkhead.devenv.containerd import (
-    INSTALLS,
-    PAUSE_IMAGE,
-    PrivateContainerd,
-    available_versions,
-    reap_stale_instances,
-)
+from harness import cni
+from harness.containerd import PAUSE_IMAGE, PrivateContainerd
+from session_instances import DEMO_IMAGE, EACH_VERSION, image_tar, of_this_version, session_instance
 
 from cri.client import CriClient, PodDefaults
 from cri.leaks import CriBaseline, assert_no_cri_leaks, remove_leftovers
-
-REPO = Path(__file__).resolve().parents[2]
-DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
-PAUSE_IMAGE_TAR = Path(
-    os.environ.get("BULKHEAD_PAUSE_IMAGE", "/usr/local/share/bulkhead/pause-image.tar")
-)
-VERSIONS = tuple(INSTALLS)
 
 
 @dataclass
@@ -56,32 +42,18 @@ class CriEnv:
 @pytest.fixture(scope="session")
 def pause_image_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The installed pause archive, or one built on the fly from the repo's builder."""
-    if PAUSE_IMAGE_TAR.is_file():
-        return PAUSE_IMAGE_TAR
-    out = tmp_path_factory.mktemp("pause-image") / "pause-image.tar"
-    builder = REPO / "packaging" / "demo-image" / "build"
-    subprocess.run(["/usr/bin/python3", str(builder), "--image", "pause", "--out", str(out)],
-                   check=True)
-    return out
+    return image_tar(tmp_path_factory, "pause")
 
 
 def _start_cri(version: str, images: list[Path]) -> Iterator[CriEnv]:
-    """One CRI-enabled instance for the whole session; skipped when it cannot exist here."""
-    if os.geteuid() != 0:
-        pytest.skip("private containerd instances need root")
-    if version not in available_versions():
-        pytest.skip(f"containerd {version} is not installed (`make install`)")
-    reap_stale_instances()
-    instance = PrivateContainerd(name=f"pytest-cri-{version}-{os.getpid()}", version=version,
-                                 enable_cri=True, cri_images=images)
-    instance.start()
-    client = CriClient(instance.address, PodDefaults(cgroup_parent=instance.cgroup_parent))
-    try:
-        client.wait_ready()
-        yield CriEnv(instance, client)
-    finally:
-        client.close()
-        instance.stop()
+    """The session's CRI-enabled instance of version, with these images, and a client for it."""
+    with session_instance(version, "pytest-cri", enable_cri=True, cri_images=images) as instance:
+        client = CriClient(instance.address, PodDefaults(cgroup_parent=instance.cgroup_parent))
+        try:
+            client.wait_ready()
+            yield CriEnv(instance, client)
+        finally:
+            client.close()
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +86,10 @@ def checked(env: CriEnv, tmp_path: Path) -> Iterator[CriEnv]:
         remove_leftovers(env.instance, env.client)
 
 
-@pytest.fixture(params=VERSIONS, ids=[f"containerd{v}" for v in VERSIONS])
+@pytest.fixture(**EACH_VERSION)
 def cri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CriEnv]:
     """Runs the test once against each containerd version's CRI, with the leak check."""
-    env: CriEnv = request.getfixturevalue("cri" + str(request.param).replace(".", ""))
+    env: CriEnv = of_this_version(request, "cri")
     yield from checked(env, tmp_path)
 
 

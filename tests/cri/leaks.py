@@ -11,8 +11,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bulkhead.devenv import cni, procs
-from bulkhead.devenv.containerd import CRI_NAMESPACE, PrivateContainerd
+from bulkhead.demo import procs
+from harness import cni
+from harness.containerd import CRI_NAMESPACE, PrivateContainerd
 from leaks import LeakBaseline, find_leaks
 
 from cri.client import CriClient, CriError

@@ -14,8 +14,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from bulkhead.event_loop import new_event_loop
 from bulkhead.vmm.base import VMConfig, pid_gone
 from bulkhead.vmm.qemu import QemuVM
+from bulkhead_wire.guest_abi import AGENT_SERVICE
 from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.ttrpc import Code
 from hostile import Call, RawTtrpc, acceptable, agent_calls
@@ -24,7 +26,6 @@ from hypothesis import HealthCheck, given, settings
 pytestmark = pytest.mark.vm
 EXAMPLES = int(os.environ.get("BULKHEAD_FUZZ_EXAMPLES", "300"))
 GUEST = Path(os.environ.get("BULKHEAD_GUEST_DIR", "/usr/local/share/bulkhead/guest"))
-SERVICE = "bulkhead.agent.v1.Agent"
 
 
 def test_agent_survives_hostile_requests() -> None:
@@ -32,9 +33,7 @@ def test_agent_survives_hostile_requests() -> None:
     root = Path(tempfile.mkdtemp(prefix="bh-fuzz-"))
     (root / "state").mkdir()
     (root / "shared").mkdir()
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)  # attaches the child watcher to this loop
+    loop = new_event_loop()  # the shim daemon's: children reaped by pidfd
     vm = QemuVM(VMConfig(name="fuzz", state_dir=root / "state", kernel=kernel,
                          initrd=GUEST / "initrd.img", rootfs=GUEST / "rootfs.erofs",
                          shared_dir=root / "shared", boot_timeout=60))
@@ -42,7 +41,7 @@ def test_agent_survives_hostile_requests() -> None:
     try:
         link = loop.run_until_complete(vm.start())
         ctl_sock: socket.socket = link.ctl[1].get_extra_info("socket")
-        client = RawTtrpc(socket.socket(fileno=os.dup(ctl_sock.fileno())), SERVICE)
+        client = RawTtrpc(socket.socket(fileno=os.dup(ctl_sock.fileno())), AGENT_SERVICE)
 
         @settings(max_examples=EXAMPLES, deadline=None, database=None,
                   suppress_health_check=list(HealthCheck))

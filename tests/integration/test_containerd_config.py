@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 from bulkhead import cli
-from bulkhead.devenv.containerd import INSTALLS, available_versions
 from bulkhead.install import containerd_config as cc
 from config_containerd import containerd_from, host_paths_present
+from harness.containerd import INSTALLS, available_versions
 
 pytestmark = pytest.mark.containerd
 

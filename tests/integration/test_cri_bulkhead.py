@@ -10,7 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cri import checks
+from cri import (
+    lifecycle_checks,
+    log_checks,
+    network_checks,
+    pod_tools,
+    resource_checks,
+    stream_checks,
+    stress_checks,
+    volume_checks,
+)
 from cri.fixtures import CriEnv
 from ctrtools import GUEST, qemu_pids
 
@@ -39,75 +48,75 @@ def env(cri_17: CriEnv) -> Iterator[CriEnv]:
 
 
 def test_log_file_format(env: CriEnv, handler: str) -> None:
-    checks.check_log_file(env, handler)
+    log_checks.check_log_file(env, handler)
 
 
 def test_tty_log(env: CriEnv, handler: str) -> None:
-    checks.check_tty_log(env, handler)
+    log_checks.check_tty_log(env, handler)
 
 
 def test_exit_codes_and_reasons(env: CriEnv, handler: str) -> None:
-    checks.check_exit_codes(env, handler)
+    lifecycle_checks.check_exit_codes(env, handler)
 
 
 def test_stop_and_remove_pod(env: CriEnv, handler: str) -> None:
-    checks.check_stop_and_remove(env, handler)
+    lifecycle_checks.check_stop_and_remove(env, handler)
 
 
 def test_exec_sync(env: CriEnv, handler: str) -> None:
-    checks.check_exec_sync(env, handler)
+    stream_checks.check_exec_sync(env, handler)
 
 
 def test_exec_streams(env: CriEnv, handler: str) -> None:
-    checks.check_exec_streams(env, handler)
+    stream_checks.check_exec_streams(env, handler)
 
 
 def test_exec_tty_resize(env: CriEnv, handler: str) -> None:
-    checks.check_exec_tty(env, handler)
+    stream_checks.check_exec_tty(env, handler)
 
 
 def test_attach(env: CriEnv, handler: str) -> None:
-    checks.check_attach(env, handler)
+    stream_checks.check_attach(env, handler)
 
 
 def test_port_forward(env: CriEnv, handler: str) -> None:
-    checks.check_port_forward(env, handler)
+    network_checks.check_port_forward(env, handler)
 
 
 def test_pod_ip_answers_from_host(env: CriEnv, handler: str) -> None:
-    checks.check_pod_ip(env, handler)
+    network_checks.check_pod_ip(env, handler)
 
 
 def test_pods_reach_each_other(env: CriEnv, handler: str) -> None:
-    checks.check_pods_reach_each_other(env, handler)
+    network_checks.check_pods_reach_each_other(env, handler)
 
 
 def test_host_port(env: CriEnv, handler: str) -> None:
-    checks.check_host_port(env, handler)
+    network_checks.check_host_port(env, handler)
 
 
 def test_dns_hostname_hosts(env: CriEnv, handler: str) -> None:
-    checks.check_dns_hostname_hosts(env, handler)
+    network_checks.check_dns_hostname_hosts(env, handler)
 
 
 def test_stats(env: CriEnv, handler: str) -> None:
-    checks.check_stats(env, handler)
+    resource_checks.check_stats(env, handler)
 
 
 def test_update_resources(env: CriEnv, handler: str) -> None:
-    checks.check_update_resources(env, handler)
+    resource_checks.check_update_resources(env, handler)
 
 
 def test_security_context(env: CriEnv, handler: str) -> None:
-    checks.check_security_context(env, handler)
+    resource_checks.check_security_context(env, handler)
 
 
 def test_mounts(env: CriEnv, handler: str, tmp_path: Path) -> None:
-    checks.check_mounts(env, handler, tmp_path)
+    volume_checks.check_mounts(env, handler, tmp_path)
 
 
 def test_reopen_log(env: CriEnv, handler: str) -> None:
-    checks.check_reopen_log(env, handler)
+    log_checks.check_reopen_log(env, handler)
 
 
 @pytest.mark.vm
@@ -116,47 +125,47 @@ def test_pod_is_one_vm(env: CriEnv) -> None:
     if not (GUEST / "vmlinuz").is_file():
         pytest.fail(f"no guest image in {GUEST} (run `make install`)")
     before = qemu_pids()
-    with checks.running_pod(env, "bulkhead", "onevm") as pod:
-        first = checks.start(env, pod, "first", checks.SLEEP)
-        second = checks.start(env, pod, "second", checks.SLEEP)
+    with pod_tools.running_pod(env, "bulkhead", "onevm") as pod:
+        first = pod_tools.start(env, pod, "first", pod_tools.SLEEP)
+        second = pod_tools.start(env, pod, "second", pod_tools.SLEEP)
         assert len(qemu_pids() - before) == 1
-        kernels = {checks.exec_ok(env.client, cid, "uname", "-r") for cid in (first, second)}
+        kernels = {pod_tools.exec_ok(env.client, cid, "uname", "-r") for cid in (first, second)}
         assert len(kernels) == 1 and kernels != {os.uname().release + "\n"}, kernels
-    checks.wait_until("the VM to exit", lambda: not qemu_pids() - before, 30)
+    pod_tools.wait_until("the VM to exit", lambda: not qemu_pids() - before, 30)
 
 
 def test_three_containers_one_pod(env: CriEnv, handler: str) -> None:
-    checks.check_three_containers(env, handler)
+    lifecycle_checks.check_three_containers(env, handler)
 
 
 def test_shared_volume(env: CriEnv, handler: str, tmp_path: Path) -> None:
-    checks.check_shared_volume(env, handler, tmp_path)
+    volume_checks.check_shared_volume(env, handler, tmp_path)
 
 
 def test_shared_dev_shm(env: CriEnv, handler: str) -> None:
-    checks.check_shm(env, handler)
+    volume_checks.check_shm(env, handler)
 
 
 def test_termination_message(env: CriEnv, handler: str, tmp_path: Path) -> None:
-    checks.check_termination_message(env, handler, tmp_path)
+    log_checks.check_termination_message(env, handler, tmp_path)
 
 
 def test_many_short_lived_containers_log(env: CriEnv, handler: str) -> None:
-    checks.check_many_short_logs(env, handler)
+    stress_checks.check_many_short_logs(env, handler)
 
 
 def test_short_lived_containers_lose_no_byte(env: CriEnv, handler: str) -> None:
     """500 for Bulkhead (issue 8's count); runc is the baseline that the checks are right."""
-    checks.check_short_lived_byte_counts(env, handler, 500 if handler == "bulkhead" else 100)
+    stress_checks.check_short_lived_byte_counts(env, handler, 500 if handler == "bulkhead" else 100)
 
 
 def test_parallel_pods(env: CriEnv, handler: str) -> None:
-    checks.check_parallel_pods(env, handler)
+    stress_checks.check_parallel_pods(env, handler)
 
 
 def test_chaos_kill_vm_or_shim(env: CriEnv, handler: str) -> None:
-    checks.check_chaos(env, handler)
+    stress_checks.check_chaos(env, handler)
 
 
 def test_small_memory_pod_refused(env: CriEnv, handler: str) -> None:
-    checks.check_small_memory_pod(env, handler)
+    resource_checks.check_small_memory_pod(env, handler)

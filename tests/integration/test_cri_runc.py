@@ -9,10 +9,18 @@ import json
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv import cni
-from bulkhead.devenv.containerd import PrivateContainerd, available_versions
-from cri import checks
+from cri import (
+    lifecycle_checks,
+    log_checks,
+    network_checks,
+    pod_tools,
+    resource_checks,
+    stream_checks,
+    volume_checks,
+)
 from cri.fixtures import CriEnv
+from harness import cni
+from harness.containerd import PrivateContainerd, available_versions
 from leaks import LeakBaseline, assert_no_leaks
 
 pytestmark = [pytest.mark.containerd, pytest.mark.cri]
@@ -20,83 +28,83 @@ HANDLER = "runc"
 
 
 def test_runtime_and_images(cri: CriEnv) -> None:
-    checks.check_runtime(cri)
+    lifecycle_checks.check_runtime(cri)
 
 
 def test_log_file_format(cri: CriEnv) -> None:
-    checks.check_log_file(cri, HANDLER)
+    log_checks.check_log_file(cri, HANDLER)
 
 
 def test_tty_log(cri: CriEnv) -> None:
-    checks.check_tty_log(cri, HANDLER)
+    log_checks.check_tty_log(cri, HANDLER)
 
 
 def test_exit_codes_and_reasons(cri: CriEnv) -> None:
-    checks.check_exit_codes(cri, HANDLER)
+    lifecycle_checks.check_exit_codes(cri, HANDLER)
 
 
 def test_stop_and_remove_pod(cri: CriEnv) -> None:
-    checks.check_stop_and_remove(cri, HANDLER)
+    lifecycle_checks.check_stop_and_remove(cri, HANDLER)
 
 
 def test_exec_sync(cri: CriEnv) -> None:
-    checks.check_exec_sync(cri, HANDLER)
+    stream_checks.check_exec_sync(cri, HANDLER)
 
 
 def test_exec_streams(cri: CriEnv) -> None:
-    checks.check_exec_streams(cri, HANDLER)
+    stream_checks.check_exec_streams(cri, HANDLER)
 
 
 def test_exec_tty_resize(cri: CriEnv) -> None:
-    checks.check_exec_tty(cri, HANDLER)
+    stream_checks.check_exec_tty(cri, HANDLER)
 
 
 def test_attach(cri: CriEnv) -> None:
-    checks.check_attach(cri, HANDLER)
+    stream_checks.check_attach(cri, HANDLER)
 
 
 def test_port_forward(cri: CriEnv) -> None:
-    checks.check_port_forward(cri, HANDLER)
+    network_checks.check_port_forward(cri, HANDLER)
 
 
 def test_pod_ip_answers_from_host(cri: CriEnv) -> None:
-    checks.check_pod_ip(cri, HANDLER)
+    network_checks.check_pod_ip(cri, HANDLER)
 
 
 def test_pods_reach_each_other(cri: CriEnv) -> None:
-    checks.check_pods_reach_each_other(cri, HANDLER)
+    network_checks.check_pods_reach_each_other(cri, HANDLER)
 
 
 def test_host_port(cri: CriEnv) -> None:
-    checks.check_host_port(cri, HANDLER)
+    network_checks.check_host_port(cri, HANDLER)
 
 
 def test_dns_hostname_hosts(cri: CriEnv) -> None:
-    checks.check_dns_hostname_hosts(cri, HANDLER)
+    network_checks.check_dns_hostname_hosts(cri, HANDLER)
 
 
 def test_stats(cri: CriEnv) -> None:
-    checks.check_stats(cri, HANDLER)
+    resource_checks.check_stats(cri, HANDLER)
 
 
 def test_update_resources(cri: CriEnv) -> None:
-    checks.check_update_resources(cri, HANDLER)
+    resource_checks.check_update_resources(cri, HANDLER)
 
 
 def test_security_context(cri: CriEnv) -> None:
-    checks.check_security_context(cri, HANDLER)
+    resource_checks.check_security_context(cri, HANDLER)
 
 
 def test_mounts(cri: CriEnv, tmp_path: Path) -> None:
-    checks.check_mounts(cri, HANDLER, tmp_path)
+    volume_checks.check_mounts(cri, HANDLER, tmp_path)
 
 
 def test_reopen_log(cri: CriEnv) -> None:
-    checks.check_reopen_log(cri, HANDLER)
+    log_checks.check_reopen_log(cri, HANDLER)
 
 
 def test_annotations_reach_the_spec(cri: CriEnv) -> None:
-    checks.check_annotations(cri, HANDLER)
+    lifecycle_checks.check_annotations(cri, HANDLER)
 
 
 def test_network_config(cri: CriEnv) -> None:
@@ -120,12 +128,12 @@ def test_cri_instance_stop_cleans_up_running_pods(version: str, pause_image_tar:
     if version not in available_versions():
         pytest.skip(f"containerd {version} is not installed")
     baseline = LeakBaseline.capture()
-    instance = PrivateContainerd(name=checks.unique_name(f"cri-stop{version}"), version=version,
+    instance = PrivateContainerd(name=pod_tools.unique_name(f"cri-stop{version}"), version=version,
                                  enable_cri=True, cri_images=[pause_image_tar, demo_image_tar])
     with instance:
         net = instance.network
         assert net is not None
-        checks.leave_running_pod(instance, tmp_path)
+        pod_tools.leave_running_pod(instance, tmp_path)
         assert cni.bridge_ports(net.bridge) and cni.rules_of(net)
     assert net.bridge not in cni.all_test_bridges()
     assert cni.rules_of(net) == [] and cni.cache_files(net) == []

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from cri import checks
+from cri import lifecycle_checks, network_checks, resource_checks, stream_checks
 from cri.fixtures import CriEnv
 from ctrtools import GUEST
 
@@ -30,18 +30,18 @@ def env(cri: CriEnv) -> Iterator[CriEnv]:
 
 def test_pod_lifecycle(env: CriEnv) -> None:
     """Three containers in one VM, one stopped and removed alone, then the pod."""
-    checks.check_three_containers(env, HANDLER)
+    lifecycle_checks.check_three_containers(env, HANDLER)
 
 
 def test_exec(env: CriEnv) -> None:
-    checks.check_exec_sync(env, HANDLER)
+    stream_checks.check_exec_sync(env, HANDLER)
 
 
 def test_network(env: CriEnv) -> None:
     """Two pods: each has its IP on the bridge and one fetches the other's page."""
-    checks.check_pods_reach_each_other(env, HANDLER)
+    network_checks.check_pods_reach_each_other(env, HANDLER)
 
 
 def test_small_memory_pod_refused(env: CriEnv) -> None:
     """No VM boots for this one: the pod's size is refused before."""
-    checks.check_small_memory_pod(env, HANDLER)
+    resource_checks.check_small_memory_pod(env, HANDLER)

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv import cni
-from bulkhead.devenv.containerd import PrivateContainerd
-from cri.checks import free_port, http_get
+from cri.pod_tools import free_port, http_get
 from ctrtools import RUNTIME, end_foreground_run, uid
+from harness import cni
+from harness.containerd import PrivateContainerd
 
 CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 CTR_CNI_PATHS = (Path("/etc/cni/net.d"), Path("/opt/cni/bin"))  # go-cni's defaults, for ctr
@@ -28,12 +28,10 @@ BODY = "hello from a microVM"
 SERVE = f"mkdir -p /www && echo '{BODY}' > /www/index.html && exec httpd -f -p 80 -h /www"
 
 
-@pytest.fixture(params=["1.7", "2.1"], ids=["containerd1.7", "containerd2.1"])
-def containerd(request: pytest.FixtureRequest) -> PrivateContainerd:
-    """ctr has --cni from 1.7 on: this module runs on 1.7 and 2.1 only."""
-    instance: PrivateContainerd = request.getfixturevalue(
-        "containerd" + request.param.replace(".", ""))
-    return instance
+# ctr has --cni from 1.7 on: this module runs on 1.7 and 2.1 only (conftest's `containerd`,
+# which demo_image and no_leaks use too).
+pytestmark = pytest.mark.parametrize("containerd", ["1.7", "2.1"],
+                                     ids=["containerd1.7", "containerd2.1"], indirect=True)
 
 
 @pytest.fixture

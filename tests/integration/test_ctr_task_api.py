@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
 from ctrtools import (
     RUNTIME,
     EventLog,
@@ -30,6 +29,7 @@ from ctrtools import (
     update_resources,
     wait_status,
 )
+from harness.containerd import PrivateContainerd
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]
 SLEEPER = ("sh", "-c", 'trap "exit 42" TERM; while true; do sleep 1; done')

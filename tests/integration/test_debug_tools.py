@@ -8,17 +8,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.paths import sandbox_dir
 from ctrtools import PtySession, detached
+from harness.containerd import PrivateContainerd
 
 BULKHEAD = "/usr/local/bin/bulkhead"
 CAP = 1 << 20  # vmm/console.py CAP_BYTES
 
 
-@pytest.fixture
-def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
-    return containerd17
+# containerd 1.7 alone: conftest's `containerd`, which demo_image and no_leaks use too.
+pytestmark = pytest.mark.parametrize("containerd", ["1.7"], ids=["containerd1.7"], indirect=True)
 
 
 def bulkhead(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -17,18 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import (
+from bulkhead.demo import procs
+from bulkhead.demo.ctr import CtrClient
+from bulkhead.demo.instance import DEMO_ROOT_BASE, DEMO_RUN_BASE
+from bulkhead.doctor import smoke
+from bulkhead.install import containerd_config as cc
+from bulkhead.vmm import accel
+from harness.containerd import (
     TEST_ROOT_BASE,
     TEST_RUN_BASE,
     ContainerdConfig,
-    CriRuntime,
-    CtrClient,
     PrivateContainerd,
     available_versions,
 )
-from bulkhead.doctor import smoke
-from bulkhead.vmm import accel
 from leaks import LeakBaseline, find_leaks, is_qemu
 
 pytestmark = [pytest.mark.containerd]
@@ -72,7 +73,8 @@ def doctor(*args: str, env: dict[str, str] | None = None, timeout: float = 120) 
 
 
 def _test_dirs() -> set[str]:
-    return {str(base / name) for base in (TEST_ROOT_BASE, TEST_RUN_BASE) if base.is_dir()
+    bases = (TEST_ROOT_BASE, TEST_RUN_BASE, DEMO_ROOT_BASE, DEMO_RUN_BASE)  # the smoke test's
+    return {str(base / name) for base in bases if base.is_dir()
             for name in os.listdir(base)}
 
 
@@ -157,7 +159,7 @@ class NoHandlerContainerd(PrivateContainerd):
 
     def config(self) -> ContainerdConfig:
         cfg = super().config()
-        cfg.cri_runtimes = [CriRuntime("runc", "io.containerd.runc.v2")]
+        cfg.runtimes = {"runc": cc.runc_handler_settings()}
         return cfg
 
 
@@ -177,7 +179,7 @@ class WithoutNri(ContainerdConfig):
         doc = super().as_dict()
         plugins = doc["plugins"]
         assert isinstance(plugins, dict)
-        plugins["io.containerd.nri.v1.nri"] = {"disable": True}
+        plugins[cc.NRI_PLUGIN] = {"disable": True}
         return doc
 
 

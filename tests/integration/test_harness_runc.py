@@ -10,14 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv import mounts, procs
-from bulkhead.devenv.containerd import (
-    INSTALLS,
-    ContainerdConfig,
-    PrivateContainerd,
-    available_versions,
-)
-from bulkhead.devenv.demo import run_demo
+from bulkhead.demo import procs
+from bulkhead.demo.cli import run_demo
+from bulkhead.sandbox.mounts import mount_points_under
+from harness.containerd import INSTALLS, ContainerdConfig, PrivateContainerd, available_versions
 from leaks import LeakBaseline, assert_no_leaks
 
 pytestmark = pytest.mark.containerd
@@ -118,7 +114,7 @@ def test_stop_leaves_nothing_behind(version: str, demo_image_tar: Path) -> None:
         instance.ctr("run", "-d", DEMO_IMAGE, unique_id("left"), "sleep", "600")
         assert instance.shim_processes()
     assert not instance.root_dir.exists() and not instance.run_dir.exists()
-    assert not mounts.mounts_under(instance.root_dir, instance.run_dir)
+    assert not mount_points_under(instance.root_dir, instance.run_dir)
     assert_no_leaks(instance, baseline)
     assert "containerd successfully booted" in instance.log_text()
 

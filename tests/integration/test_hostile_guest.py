@@ -11,21 +11,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
 from bulkhead.paths import sandbox_dir
 from bulkhead.vmm.capabilities import qemu_caps
+from bulkhead_wire.guest_abi import GUEST_SHARED_DIR
 from ctrtools import RUNTIME, detached, uid
+from harness.containerd import PrivateContainerd
 
 BULKHEAD = "/usr/local/bin/bulkhead"
-SHARE = "/run/bulkhead/shared"  # where the guest mounts the share (sandbox.GUEST_SHARED_DIR)
+SHARE = GUEST_SHARED_DIR  # where the guest mounts the share
 # A lone container's QEMU (ctr run) also keeps NET_ADMIN, for the tap in its own netns.
 LONE_QEMU_CAPS = sum(1 << c for c in qemu_caps(own_tap=True))
 AS_NOBODY = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
 
 
-@pytest.fixture
-def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
-    return containerd17
+# containerd 1.7 alone: conftest's `containerd`, which demo_image and no_leaks use too.
+pytestmark = pytest.mark.parametrize("containerd", ["1.7"], ids=["containerd1.7"], indirect=True)
 
 
 @pytest.fixture

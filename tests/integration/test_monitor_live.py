@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.monitor import MonitorProcess
 from ctrtools import RUNTIME, detached, uid, wait_status
+from harness.containerd import PrivateContainerd
+from harness.monitor import MonitorProcess
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 from bulkhead import config as config_mod
-from bulkhead.devenv.containerd import INSTALLS, available_versions
 from bulkhead.install import containerd_config as cc
 from bulkhead.install import ledger, node, node_host
 from config_containerd import cri_config
+from harness.containerd import INSTALLS, available_versions
 
 pytestmark = pytest.mark.containerd
 

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv import cni
-from bulkhead.devenv.containerd import PrivateContainerd
-from cri.checks import http_get
+from cri.pod_tools import http_get
 from ctrtools import RUNTIME, end_foreground_run, uid
+from harness import cni
+from harness.containerd import PrivateContainerd
 
 BODY = "hello from a hooked microVM"
 SERVE = f"mkdir -p /www && echo '{BODY}' > /www/index.html && exec httpd -f -p 80 -h /www"
@@ -28,9 +28,8 @@ CNI_COMMAND=$1 CNI_CONTAINERID=hooked CNI_NETNS=${pid:+/proc/$pid/ns/net} CNI_IF
 """
 
 
-@pytest.fixture
-def containerd(containerd17: PrivateContainerd) -> PrivateContainerd:
-    return containerd17
+# containerd 1.7 alone: conftest's `containerd`, which demo_image and no_leaks use too.
+pytestmark = pytest.mark.parametrize("containerd", ["1.7"], ids=["containerd1.7"], indirect=True)
 
 
 @pytest.fixture

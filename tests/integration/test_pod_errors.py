@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
 from ctrtools import GUEST, RUNTIME, qemu_pids, run, uid
+from harness.containerd import PrivateContainerd
 from netns_tools import netns_dir_made, release_netns_dir
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]

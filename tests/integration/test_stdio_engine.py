@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
-from bulkhead.devenv.procs import processes
+from bulkhead.demo.procs import processes
 from ctrtools import RUNTIME, detached, exec_, run, uid
+from harness.containerd import PrivateContainerd
 from leaks import is_bulkhead_shim
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]

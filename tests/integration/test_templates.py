@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.containerd import PrivateContainerd
 from ctrtools import detached, exec_, run
+from harness.containerd import PrivateContainerd
 
 pytestmark = [pytest.mark.containerd, pytest.mark.vm]
 TEMPLATES = Path("/run/bulkhead/templates")

@@ -6,22 +6,21 @@ Timings are printed (run with -s) and appended to $BULKHEAD_VMM_TIMINGS if set.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from bulkhead.event_loop import run  # the shim daemon's loop: children reaped by pidfd
 from bulkhead.vmm.base import VMConfig, VMError, kill_stale, pid_gone
 from bulkhead.vmm.kvm_probe import PROBE_MARKER, probe_boot
 from bulkhead.vmm.qemu import QemuVM
 
-T = TypeVar("T")
 GUEST = Path(os.environ.get("BULKHEAD_GUEST_DIR", "/usr/local/share/bulkhead/guest"))
 # vmlinux (uncompressed, PVH entry) boots faster under TCG than the bzImage; either works.
 KERNEL = next((p for p in (GUEST / "vmlinux", GUEST / "vmlinuz") if p.is_file()),
@@ -33,12 +32,6 @@ pytestmark = pytest.mark.vm
 needs_image = pytest.mark.skipif(
     not all(p.is_file() for p in (KERNEL, INITRD, ROOTFS)),
     reason=f"guest image not built in {GUEST} (packaging/build-guest-image)")
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run with the pidfd child watcher the shim daemon installs."""
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(coro)
 
 
 def qemu_pids() -> set[int]:

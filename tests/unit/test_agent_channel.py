@@ -17,7 +17,7 @@ from bulkhead_agent.channel import (
     host_connected,
 )
 from bulkhead_wire import channel_auth
-from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.guest_abi import HANDSHAKE_MAGIC as MAGIC
 from bulkhead_wire.stdio.python_link import fd_streams
 
 KEY = b"k" * channel_auth.KEY_BYTES

@@ -18,14 +18,13 @@ import bulkhead
 import bulkhead_agent
 import pytest
 from agent_auth import prove, write_key
-from bulkhead.devenv import procs
+from bulkhead_wire.guest_abi import AGENT_SERVICE as SERVICE
 from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.stdio.channel import DataChannel
 from bulkhead_wire.ttrpc import Client, Code, TtrpcError
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
-
-SERVICE = "bulkhead.agent.v1.Agent"
+from harness.procs import terminate
 
 FAKE_CRUN = r"""#!/bin/sh
 # Stand-in for crun: create leaves an init waiting for start, like crun's exec fifo.
@@ -126,7 +125,7 @@ def start_agent(root: Path) -> AgentProcess:
 
 
 def stop_agent(agent: AgentProcess) -> None:
-    procs.terminate(agent.proc)
+    terminate(agent.proc)
 
 
 @pytest.fixture(scope="module")
@@ -283,8 +282,6 @@ def test_stdin_is_delivered_then_closed(agent: AgentProcess) -> None:
             await s.start("cat")
             await s.data.send(1, b"hello\n" * 1000)
             await s.data.send_eof(1)
-            await s.call("CloseStdin", agent_pb2.CloseStdinRequest(container_id="cat"),
-                         empty_pb2.Empty)
             assert await s.drain(3) == b"hello\n" * 1000
             assert (await s.wait("cat")).exit_status == 0
             await s.remove("cat")
@@ -411,22 +408,6 @@ def test_error_codes_and_messages(agent: AgentProcess) -> None:
     assert os.listdir(agent.crun_state) == []
     assert os.listdir(agent.dir / "containers") == []
     assert os.listdir(agent.dir / "crun") == []
-
-
-def test_shutdown_stops_a_development_agent(tmp_path: Path) -> None:
-    ag = start_agent(tmp_path)
-    try:
-        async def run() -> None:
-            async with shim(ag) as s:
-                await s.create("lingering", ag.bundle("l", "exec sleep 30\n"))
-                await s.start("lingering")
-                await s.call("Shutdown", empty_pb2.Empty(), empty_pb2.Empty)
-
-        asyncio.run(run())
-        assert ag.proc.wait(10) == 0
-        assert "shutdown requested" in ag.log()
-    finally:
-        stop_agent(ag)
 
 
 def test_exit_does_not_wait_for_a_child_that_keeps_stdout(agent: AgentProcess) -> None:

@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from bulkhead.agent import client as agent_client
+from bulkhead.agent.client import AgentClient
 from bulkhead.monitor.guest_reading import CPU_MODES, guest_figures
-from bulkhead.sandbox import agent_client
-from bulkhead.sandbox.agent_client import SERVICE, AgentClient
 from bulkhead.shim import events as events_mod
 from bulkhead.shim import exits
 from bulkhead.shim.events import EventPublisher
 from bulkhead.shim.exits import ExitReporter
 from bulkhead.shim.task import Container, Process
+from bulkhead_wire.guest_abi import AGENT_SERVICE
 from bulkhead_wire.proto import agent_pb2, events_pb2, ttrpc_pb2
 from bulkhead_wire.ttrpc import Client, Code, Server, TtrpcError, frame
 from bulkhead_wire.ttrpc.errors import PEER_MESSAGE_CHARS
@@ -61,7 +62,7 @@ class HostileAgent:
             await asyncio.Event().wait()  # never answers
             return empty_pb2.Empty()
 
-        server.register(SERVICE, {
+        server.register(AGENT_SERVICE, {
             "Check": (agent_pb2.CheckRequest, check),
             "GuestStats": (empty_pb2.Empty, guest_stats),
             "WaitOOM": (empty_pb2.Empty, wait_oom),
@@ -77,7 +78,7 @@ def honest_server() -> Server:
     async def check(_: agent_pb2.CheckRequest) -> agent_pb2.CheckResponse:
         return agent_pb2.CheckResponse(agent_version="honest")
 
-    server.register(SERVICE, {"Check": (agent_pb2.CheckRequest, check)})
+    server.register(AGENT_SERVICE, {"Check": (agent_pb2.CheckRequest, check)})
     return server
 
 
@@ -143,9 +144,9 @@ def test_an_oversized_reply_fails_its_call_only() -> None:
         client = Client(cr, cw)
         client.start()
         sr, sw = await asyncio.open_unix_connection(sock=a)
-        first = asyncio.create_task(client.call(SERVICE, "Check", agent_pb2.CheckRequest(),
+        first = asyncio.create_task(client.call(AGENT_SERVICE, "Check", agent_pb2.CheckRequest(),
                                                 agent_pb2.CheckResponse, 10))
-        second = asyncio.create_task(client.call(SERVICE, "Check", agent_pb2.CheckRequest(),
+        second = asyncio.create_task(client.call(AGENT_SERVICE, "Check", agent_pb2.CheckRequest(),
                                                  agent_pb2.CheckResponse, 10))
         for _ in range(2):
             await frame.read_frame(sr)

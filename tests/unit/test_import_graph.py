@@ -1,5 +1,6 @@
-"""No import cycles among our modules (also late imports inside functions count), and the guest's
-packages never import the host's: the guest image ships only bulkhead_wire and bulkhead_agent."""
+"""The import structure: no cycles among our modules (late imports inside functions count too),
+no host package importing one above it in the layer table, and the guest's packages never
+importing the host's (the guest image ships only bulkhead_wire and bulkhead_agent)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,62 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
     return found
 
 
+# bulkhead's packages, lowest first: a package imports only from its own row or the rows below
+# (bulkhead_wire and the plain modules at the top of bulkhead, such as config and paths, are
+# below them all). docs/architecture.md shows the same table.
+LAYERS = (
+    ("vmm", "network", "stdio", "agent"),
+    ("template",),
+    ("sandbox",),
+    ("shim", "monitor", "debug"),
+    ("doctor", "install", "demo", "cli"),
+)
+
+
+def layer_of(module: str, known: dict[str, Path]) -> tuple[str, int]:
+    """(package, row) of a bulkhead module; row -1 for the plain modules below every package."""
+    parts = module.split(".")
+    package = parts[1] if len(parts) > 1 else ""
+    is_package = len(parts) > 2 or known[module].name == "__init__.py"
+    for row, names in enumerate(LAYERS):
+        if package in names and (is_package or package == "cli"):
+            return package, row
+    if is_package:
+        raise AssertionError(f"package bulkhead.{package} is missing from LAYERS")
+    return package, -1
+
+
+def upward_imports(known: dict[str, Path]) -> list[str]:
+    """Every import of a bulkhead module from a package higher in LAYERS than the importer's."""
+    out = []
+    for name, path in known.items():
+        if not name.startswith("bulkhead."):
+            continue
+        _, row = layer_of(name, known)
+        for target in imports(name, path, known):
+            if target.startswith("bulkhead.") and layer_of(target, known)[1] > row:
+                out.append(f"{name} -> {target}")
+    return sorted(out)
+
+
+def package_graph(known: dict[str, Path]) -> dict[str, set[str]]:
+    """bulkhead's packages and the others each imports (plain modules left out)."""
+    graph: dict[str, set[str]] = {}
+    for name, path in known.items():
+        if not name.startswith("bulkhead."):
+            continue
+        package, row = layer_of(name, known)
+        if row < 0:
+            continue
+        edges = graph.setdefault(package, set())
+        for target in imports(name, path, known):
+            if target.startswith("bulkhead."):
+                other, other_row = layer_of(target, known)
+                if other_row >= 0 and other != package:
+                    edges.add(other)
+    return graph
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}
@@ -78,6 +135,19 @@ def test_no_import_cycles() -> None:
     known = modules()
     graph = {name: imports(name, path, known) for name, path in known.items()}
     assert "bulkhead.vmm.accel" in graph["bulkhead.vmm.qemu"]  # the walk sees our imports
+    assert cycles(graph) == []
+
+
+def test_no_package_imports_upward() -> None:
+    known = modules()
+    assert layer_of("bulkhead.sandbox.sandbox", known) == ("sandbox", 2)
+    assert layer_of("bulkhead.config", known)[1] == -1
+    assert upward_imports(known) == []
+
+
+def test_no_package_cycles() -> None:
+    graph = package_graph(modules())
+    assert "agent" in graph["sandbox"]  # the graph sees packages
     assert cycles(graph) == []
 
 

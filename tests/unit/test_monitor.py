@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from bulkhead.agent.rpc_stats import BUCKETS, MethodStats, RpcStats
 from bulkhead.cli import main as cli_main
 from bulkhead.debug import ps
 from bulkhead.monitor import discovery, procfs, server
-from bulkhead.monitor.rpc_stats import BUCKETS, MethodStats, RpcStats
 from bulkhead.monitor.snapshot import METRICS_FILE, GuestFigures, Snapshot, SnapshotError
 from bulkhead.sandbox.state import SandboxState
 from bulkhead_agent import guest_stats

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from bulkhead.agent.client import AgentClient
 from bulkhead.monitor import publisher
 from bulkhead.monitor.publisher import SnapshotPublisher, boot_phases
 from bulkhead.monitor.snapshot import METRICS_FILE, Snapshot
-from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.state import SandboxState
 from test_agent_service import AgentProcess, shim, start_agent, stop_agent
 
@@ -72,15 +72,15 @@ def test_snapshot_carries_guest_figures_and_call_counts(agent: AgentProcess,
         async with shim(agent) as link:
             agent_client = AgentClient(link.client)
             sb = FakeSandbox(str(tmp_path), agent_client)
-            pub = SnapshotPublisher(sb)
+            pub = SnapshotPublisher()
             pub.cold_boot("no template: the test has none")
-            pub.start()
+            pub.vm_started(sb)
             first = Snapshot.load(str(tmp_path))
             assert first is not None and first.guest is None  # written at once, figures later
             await agent_client.check()
             sb.state.containers = ["c1"]
             snap = await wait_for(str(tmp_path), lambda s: s.guest is not None and s.containers)
-            pub.stop()
+            pub.vm_stopped()
             assert not (tmp_path / METRICS_FILE).exists()
             return snap
 
@@ -101,8 +101,8 @@ def test_frozen_agent_is_a_counted_timeout_that_never_stalls_the_loop(agent: Age
     async def run() -> tuple[Snapshot, float]:
         async with shim(agent) as link:
             sb = FakeSandbox(str(tmp_path), AgentClient(link.client), restored=True)
-            pub = SnapshotPublisher(sb)
-            pub.start()
+            pub = SnapshotPublisher()
+            pub.vm_started(sb)
             before = await wait_for(str(tmp_path), lambda s: s.guest is not None)
             os.kill(agent.proc.pid, signal.SIGSTOP)
             try:
@@ -117,7 +117,7 @@ def test_frozen_agent_is_a_counted_timeout_that_never_stalls_the_loop(agent: Age
                 os.kill(agent.proc.pid, signal.SIGCONT)
             assert snap.guest == before.guest  # the previous figures stay
             await wait_for(str(tmp_path), lambda s: s.guest != before.guest)  # and come back
-            pub.stop()
+            pub.vm_stopped()
             return snap, worst
 
     snap, worst = asyncio.run(run())

@@ -6,7 +6,8 @@ import pytest
 from bulkhead.config import Config
 from bulkhead.sandbox import sizing
 from bulkhead.sandbox.guest_spec import for_guest
-from bulkhead.sandbox.volumes import POD_SHM, share
+from bulkhead.sandbox.volumes import share
+from bulkhead_wire.guest_abi import GUEST_POD_SHM_DIR as POD_SHM
 
 
 def test_pod_resources_size_the_vm() -> None:

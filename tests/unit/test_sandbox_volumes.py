@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from bulkhead.devenv.mounts import mounts_under
+from bulkhead.sandbox.mounts import mount_points_under
 from bulkhead.sandbox.rootfs import mount_rootfs
 from bulkhead.sandbox.share import Share, remove_container_dir, remove_state_dir
 from bulkhead.sandbox.tree_removal import remove_tree
@@ -31,7 +31,7 @@ def sandbox_share(tmp_path: Path) -> Iterator[Share]:
         yield sh
     finally:
         sh.remove()
-        assert not mounts_under(tmp_path) and not state.exists()
+        assert not mount_points_under(tmp_path) and not state.exists()
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def canary(tmp_path: Path) -> Iterator[Path]:
 
 
 def _options(mount_point: Path) -> set[str]:
-    for m in mounts_under(mount_point):
+    for m in mount_points_under(mount_point):
         if m.mount_point == str(mount_point):
             with open("/proc/self/mountinfo") as f:
                 for line in f:
@@ -86,7 +86,7 @@ def test_dirs_and_files_are_bound_nosuid_nodev_and_rewritten(
     assert {"nosuid", "nodev", "ro"} <= _options(ro)
     assert sandbox_share.remove_container("c1") == []
     assert not host.exists() and single.read_text() == "s" and (src / "a").read_text() == "a"
-    assert not mounts_under(host)
+    assert not mount_points_under(host)
 
 
 @pytest.mark.parametrize("options", [["rbind", "ro"], ["rbind", "rro"]])
@@ -102,7 +102,7 @@ def test_a_read_only_rbind_is_read_only_all_the_way_down(
         (nested / "new").write_text("x")
     assert exc.value.errno == errno.EROFS
     sandbox_share.remove_container("c1")
-    assert canary in [Path(m.mount_point) for m in mounts_under(canary)]
+    assert canary in [Path(m.mount_point) for m in mount_points_under(canary)]
 
 
 def test_what_cannot_be_shared_is_named(tmp_path: Path, sandbox_share: Share) -> None:
@@ -161,8 +161,8 @@ def test_crash_only_cleanup_detaches_without_following_the_guests_links(
     os.close(sh.root_fd)
     assert remove_container_dir(str(state), "c1") == []
     assert remove_state_dir(str(state)) == []
-    assert not state.exists() and not mounts_under(state)
-    assert canary in [Path(m.mount_point) for m in mounts_under(canary)]
+    assert not state.exists() and not mount_points_under(state)
+    assert canary in [Path(m.mount_point) for m in mount_points_under(canary)]
 
 
 def test_tree_removal_never_crosses_a_mount(tmp_path: Path, canary: Path) -> None:
@@ -232,5 +232,5 @@ def test_a_read_only_overlay_root_gets_its_mount_points_through_a_private_mount(
     mount_rootfs([snapshot], cdir.fd, "", True, [("/data", False)], str(staging))
     rootfs = Path(sandbox_share.path) / "c1" / "rootfs"
     assert (upper / "data").is_dir() and (rootfs / "bin").is_dir()
-    assert not staging.exists() and not mounts_under(staging)
+    assert not staging.exists() and not mount_points_under(staging)
     assert {"ro", "nosuid", "nodev"} <= _options(rootfs)

@@ -8,17 +8,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
+from bulkhead.event_loop import run  # the shim daemon's loop: children reaped by pidfd
 from bulkhead.vmm import qemu as qemu_mod
 from bulkhead.vmm.base import VMConfig, VMError, pid_gone
 from bulkhead.vmm.qemu import QemuVM
 
-T = TypeVar("T")
-SHIM = str(Path(__file__).resolve().parents[2] / "shim")
+REPO = Path(__file__).resolve().parents[2]
+TREE_PATH = os.pathsep.join(str(REPO / d) for d in ("shim", "wire"))  # not the installed copy
 
 # Plays QEMU's part: takes the inherited listening fds from -chardev socket,...,fd=N, writes to
 # the console socket, then behaves as FAKE_QEMU_MODE says.
@@ -82,12 +82,6 @@ while data := conns[0].recv(4096):
 while True:
     time.sleep(60)
 '''
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.run with the pidfd child watcher the shim daemon installs."""
-    asyncio.set_child_watcher(asyncio.PidfdChildWatcher())
-    return asyncio.run(coro)
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -311,6 +305,7 @@ def test_qemu_dies_with_the_shim(cfg: VMConfig, tmp_path: Path) -> None:
     script = (
         "import asyncio, os, sys\n"
         "from pathlib import Path\n"
+        "from bulkhead.event_loop import run\n"
         "from bulkhead.vmm.base import VMConfig\n"
         "from bulkhead.vmm.qemu import QemuVM\n"
         "async def main():\n"
@@ -318,9 +313,8 @@ def test_qemu_dies_with_the_shim(cfg: VMConfig, tmp_path: Path) -> None:
         "    await vm.start()\n"
         "    print(vm.pid, flush=True)\n"
         "    await asyncio.sleep(60)\n"
-        "asyncio.set_child_watcher(asyncio.PidfdChildWatcher())\n"
-        "asyncio.run(main())\n")
-    env = dict(os.environ, PYTHONPATH=SHIM)
+        "run(main())\n")
+    env = dict(os.environ, PYTHONPATH=TREE_PATH)
     shim = subprocess.Popen([sys.executable, "-c", f"from pathlib import PosixPath\n{script}"],
                             stdout=subprocess.PIPE, env=env)
     assert shim.stdout is not None

@@ -5,7 +5,7 @@ connects first; on virtio-serial the same exchange runs (the socket is root's al
 secret is 32 random bytes the shim makes for each VM and hands to the agent only through a
 port with no host path (the key port: a socketpair QEMU inherits), never the command line.
 
-After the agent's MAGIC, on each channel:
+After the agent's HANDSHAKE_MAGIC (guest_abi), on each channel:
 
     agent -> shim   nonce_a (16 bytes)
     shim  -> agent  nonce_s (16) + HMAC-SHA256(key, "shim"  | channel | nonce_a | nonce_s)

@@ -1,4 +1,5 @@
-"""`bulkhead doctor [--json] [--no-smoke] [--pods N] [--containerd-config PATH ...]`: run every
+"""`bulkhead doctor [--json] [--no-smoke] [--pods N] [--containerd-config PATH ...]
+[--containerd PATH]`: run every
 check in order, print each finding (or one JSON list), and exit 1 on any failure."""
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--containerd-config", type=Path, action="append", default=[],
                         metavar="PATH", help="also check this containerd config file "
                                              "(repeatable)")
+    parser.add_argument("--containerd", metavar="PATH", default=None,
+                        help="containerd binary for the smoke test's private instance (default: "
+                             "`containerd` on PATH, else a development install)")
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -57,7 +61,8 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the checks; SIGTERM interrupts like Ctrl-C, so the smoke test still cleans up."""
     options = Options(pods=max(args.pods, 0), smoke=not args.no_smoke,
-                      containerd_configs=list(args.containerd_config))
+                      containerd_configs=list(args.containerd_config),
+                      containerd=args.containerd)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     start = time.monotonic()
     findings: list[Finding] = []

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bulkhead.devenv.containerd import ContainerdConfig
 from bulkhead.doctor.context import Context
 from bulkhead.doctor.report import Finding, ok, warning
+from bulkhead.install.containerd_config import PrivateConfig
 
 SYSTEM_CONFIG = Path("/etc/containerd/config.toml")
 PLUGINS = ("bridge", "host-local", "loopback", "portmap")
 CONTAINERD_BIN_DIR = Path("/opt/cni/bin")  # containerd's and ctr's default
-DEBIAN_BIN_DIR = ContainerdConfig.cni_bin_dir  # containernetworking-plugins on Debian
+DEBIAN_BIN_DIR = PrivateConfig.cni_bin_dir  # containernetworking-plugins on Debian
 CONF_DIR = Path("/etc/cni/net.d")
 EXAMPLE_CONFLIST = {
     "cniVersion": "1.0.0", "name": "bulkhead",

@@ -26,6 +26,7 @@ class Options:
     pods: int = 10
     smoke: bool = True
     containerd_configs: list[Path] = field(default_factory=list)
+    containerd: str | None = None  # the smoke test's containerd binary (default: found)
 
 
 @dataclass
@@ -84,8 +85,8 @@ class Context:
         return self._scratch
 
     def vm_config(self) -> VMConfig:
-        """The VM a sandbox would ask for, as sandbox.vm_boot builds it."""
-        from bulkhead.sandbox.vm_boot import vm_config
+        """The VM a sandbox would ask for, as template.planning builds it."""
+        from bulkhead.template.planning import vm_config
 
         scratch = str(self.scratch())
         return vm_config(self.config, self.image(), "doctor", scratch, scratch)

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from bulkhead.devenv import procs
-from bulkhead.devenv.containerd import SYSTEM_ADDRESS, SYSTEM_PATH
+from bulkhead.demo import procs
+from bulkhead.demo.binaries import SYSTEM_PATH
+from bulkhead.demo.shared_dirs import SYSTEM_ADDRESS
 
 SYSTEM_CONFIG = Path("/etc/containerd/config.toml")  # containerd's compiled-in default
 CONFIG_FLAGS = ("--config", "-config", "-c")

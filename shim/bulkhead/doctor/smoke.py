@@ -1,6 +1,7 @@
 """The smoke test: one real sandbox with one container, through a private containerd (the
-demo's: bulkhead.devenv), with the shim's boot phases; everything it started is removed even
-when it fails or the operator interrupts it."""
+demo's: bulkhead.demo) of the node's containerd binary (`--containerd PATH`, else `containerd`
+on PATH, else a development install), with the shim's boot phases; everything it started is
+removed even when it fails or the operator interrupts it."""
 
 from __future__ import annotations
 
@@ -13,19 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 
-from bulkhead.devenv.containerd import (
-    ContainerdError,
-    CtrError,
-    PrivateContainerd,
-    available_versions,
-)
-from bulkhead.devenv.demo import (
+from bulkhead.demo.binaries import ContainerdBinaries, find_containerd
+from bulkhead.demo.container import (
     BULKHEAD_RUNTIME,
-    DEFAULT_VERSION,
     DEMO_IMAGE_TAR,
+    IMAGE_FIX,
     find_boot_phases,
     run_container,
 )
+from bulkhead.demo.errors import ContainerdError, CtrError
+from bulkhead.demo.instance import PrivateContainerd
 from bulkhead.doctor.context import Context
 from bulkhead.doctor.report import Finding, Status, failure, ok
 
@@ -54,12 +52,7 @@ def deferred_signals() -> Iterator[None]:
         raise KeyboardInterrupt(f"signal {caught[0]} during cleanup")
 
 
-def containerd_version() -> str | None:
-    """The demo's containerd version if installed, else any installed one."""
-    versions = available_versions()
-    if DEFAULT_VERSION in versions:
-        return DEFAULT_VERSION
-    return next(iter(sorted(versions)), None)
+POINT_AT_ONE = "bulkhead doctor --containerd PATH   (the node's containerd binary)"
 
 
 def short_phases(phases: str) -> str:
@@ -76,23 +69,25 @@ def check_smoke(ctx: Context, image_tar: Path = DEMO_IMAGE_TAR) -> Iterator[Find
         yield Finding(NAME, Status.SKIPPED, "skipped (--no-smoke)")
         return
     if not image_tar.is_file():
-        yield failure(NAME, f"demo image {image_tar} is missing", "make install")
+        yield failure(NAME, f"demo image {image_tar} is missing", IMAGE_FIX)
         return
-    version = containerd_version()
-    if version is None:
-        yield failure(NAME, "no containerd is installed for a private instance",
-                      "make install   (installs containerd 1.6, 1.7 and 2.1)")
+    try:
+        binaries = find_containerd(ctx.options.containerd)
+    except ContainerdError as exc:
+        yield failure(NAME, f"no containerd for a private instance: {exc}", POINT_AT_ONE)
         return
-    yield _run(version, image_tar)
+    yield _run(binaries, image_tar)
 
 
-def _run(version: str, image_tar: Path) -> Finding:
+def _run(binaries: ContainerdBinaries, image_tar: Path) -> Finding:
     """Start, use and always stop one private containerd; its stop removes tasks, shims, VMs,
     mounts and directories."""
     start = time.monotonic()
-    instance = PrivateContainerd(name=f"doctor-{secrets.token_hex(3)}", version=version,
+    version = binaries.exact_version()
+    instance = PrivateContainerd(name=f"doctor-{secrets.token_hex(3)}", binaries=binaries,
                                  namespace=NAMESPACE)
-    retry = "`bulkhead demo` reruns this step alone, with its output"
+    retry = (f"`bulkhead demo --containerd {binaries.containerd}` reruns this step alone, with "
+             "its output")
     cleanup = ""
     try:
         instance.start()
@@ -100,9 +95,9 @@ def _run(version: str, image_tar: Path) -> Finding:
         result = run_container(instance, BULKHEAD_RUNTIME, TIMEOUT)
         phases = find_boot_phases(instance.log_text()) or ""
         tail = instance.log_tail(20)
-        exact = instance.install.exact_version()
     except (ContainerdError, CtrError, OSError) as exc:
-        return failure(NAME, f"private containerd {version}: {exc}", retry)
+        return failure(NAME, f"private containerd {version} ({binaries.containerd}): {exc}",
+                       retry)
     finally:
         with deferred_signals():
             try:
@@ -121,6 +116,7 @@ def _run(version: str, image_tar: Path) -> Finding:
                        "fix the failures above; " + retry)
     kernel = guest.split(GUEST_MARK, 1)[1]
     return ok(NAME, f"container ran in a microVM (guest kernel {kernel}) through containerd "
-                    f"{exact}: ctr run {result.seconds:.2f} s, {total:.2f} s from containerd "
-                    f"start to the container's exit; {short_phases(phases)}; "
+                    f"{version} ({binaries.containerd}): ctr run {result.seconds:.2f} s, "
+                    f"{total:.2f} s from containerd start to the container's exit; "
+                    f"{short_phases(phases)}; "
                     f"{phases or 'no boot phases line in the containerd log'}")

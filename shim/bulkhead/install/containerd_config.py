@@ -4,10 +4,12 @@ order and other settings (tomlkit round-trips them; the stdlib has no TOML write
 
 from __future__ import annotations
 
+import functools
 import re
 import subprocess
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import tomlkit
@@ -18,6 +20,7 @@ from tomlkit.items import Item, Table
 DEFAULT_CONFIG = "/etc/containerd/config.toml"
 RUNTIME_NAME = "bulkhead"
 RUNTIME_TYPE = "io.containerd.bulkhead.v2"
+RUNC_RUNTIME_TYPE = "io.containerd.runc.v2"
 # Annotations CRI copies into the OCI specs of the pod and its containers (as the tests' configs).
 ANNOTATION_GLOBS = ("bulkhead.dev/*",)
 CAP_SYS_RESOURCE = 24
@@ -44,10 +47,17 @@ class Layout:
         return '[plugins."' + self.cri_plugin + '".containerd.runtimes.' + name + "]"
 
 
+# Plugin ids. The CRI gRPC service keeps its id in every version (in 3 it holds only the
+# streaming server's keys); version 3 moves the runtime settings and the images into two more.
+CRI_GRPC_PLUGIN = "io.containerd.grpc.v1.cri"
+CRI_RUNTIME_PLUGIN_V3 = "io.containerd.cri.v1.runtime"
+CRI_IMAGES_PLUGIN_V3 = "io.containerd.cri.v1.images"
+NRI_PLUGIN = "io.containerd.nri.v1.nri"
+OPT_PLUGIN = "io.containerd.internal.v1.opt"
+
 LAYOUTS = {
-    2: Layout(2, "io.containerd.grpc.v1.cri", ("io.containerd.grpc.v1.cri",)),
-    3: Layout(3, "io.containerd.cri.v1.runtime",
-              ("io.containerd.cri.v1.runtime", "io.containerd.grpc.v1.cri")),
+    2: Layout(2, CRI_GRPC_PLUGIN, (CRI_GRPC_PLUGIN,)),
+    3: Layout(3, CRI_RUNTIME_PLUGIN_V3, (CRI_RUNTIME_PLUGIN_V3, CRI_GRPC_PLUGIN)),
 }
 
 
@@ -84,6 +94,15 @@ def detect_containerd_version(binary: str = "containerd") -> str:
     return parts[2].lstrip("v")
 
 
+@functools.cache
+def binary_version(binary: str) -> str | None:
+    """detect_containerd_version, remembered per binary; None if it cannot be read."""
+    try:
+        return detect_containerd_version(binary)
+    except ContainerdConfigError:
+        return None
+
+
 def has_cap_sys_resource(status_path: str = "/proc/self/status") -> bool:
     """Whether this process may lower oom_score_adj; without it CRI must restrict that."""
     with open(status_path) as status:
@@ -111,6 +130,19 @@ def handler_settings() -> dict[str, Any]:
 
 
 REQUIRED_KEYS = ("runtime_type", "privileged_without_host_devices")
+
+
+def runc_handler_settings() -> dict[str, Any]:
+    """The runc handler a private config declares next to ours (same annotation globs)."""
+    return {
+        "runtime_type": RUNC_RUNTIME_TYPE,
+        "pod_annotations": list(ANNOTATION_GLOBS),
+        "container_annotations": list(ANNOTATION_GLOBS),
+    }
+
+
+def _default_runtimes() -> dict[str, dict[str, Any]]:
+    return {"runc": runc_handler_settings(), RUNTIME_NAME: handler_settings()}
 
 
 # --- reading a file --------------------------------------------------------------------------
@@ -287,3 +319,115 @@ def handler_section(containerd_version: str, runtime_name: str = RUNTIME_NAME,
                     restrict_oom_score_adj: bool | None = None) -> str:
     """What a config needs for this containerd: the merge into an empty file."""
     return merge_handler("", containerd_version, runtime_name, restrict_oom_score_adj)
+
+
+# --- a whole private config ------------------------------------------------------------------
+
+
+@dataclass
+class PrivateConfig:
+    """A complete config.toml for a containerd of our own (the demo's, the tests'): its own root,
+    state and sockets, in the version that containerd reads natively; CRI is off unless enabled,
+    and then declares runc and our handler (`handler_settings`)."""
+
+    root: Path
+    state: Path
+    grpc_address: Path
+    ttrpc_address: Path
+    containerd_version: str = "1.6"
+    log_level: str = "debug"
+    enable_cri: bool = False
+    restrict_oom_score_adj: bool = True  # we lack CAP_SYS_RESOURCE: never lower oom_score_adj
+    snapshotter: str = "overlayfs"
+    default_runtime: str = "runc"
+    runtimes: dict[str, dict[str, Any]] = field(default_factory=_default_runtimes)
+    sandbox_image: str = ""  # CRI's pause image ("" leaves containerd's default)
+    cni_bin_dir: Path = Path("/usr/lib/cni")  # containernetworking-plugins on Debian
+    cni_conf_dir: Path | None = None  # default: <root>/cni/net.d
+    # Exec/Attach/PortForward URLs: loopback only, a port the kernel picks at each start.
+    stream_server_address: str = "127.0.0.1"
+    stream_server_port: str = "0"
+
+    @property
+    def schema(self) -> int:
+        """The config.toml version this containerd reads natively (2.x migrates 2 with warnings)."""
+        return config_version_for(self.containerd_version)
+
+    def as_dict(self) -> dict[str, object]:
+        """The configuration as nested tables, in the order they are written."""
+        plugins: dict[str, object] = {OPT_PLUGIN: {"path": str(self.root / "opt")}}
+        doc: dict[str, object] = {
+            "version": self.schema,
+            "root": str(self.root),
+            "state": str(self.state),
+            "disabled_plugins": [] if self.enable_cri else [CRI_GRPC_PLUGIN],
+            "grpc": {"address": str(self.grpc_address)},
+            "ttrpc": {"address": str(self.ttrpc_address)},
+            "debug": {"level": self.log_level},
+            "plugins": plugins,
+        }
+        if self.schema == 3:
+            # 2.x enables NRI, whose socket (/var/run/nri/nri.sock) would be shared by instances.
+            plugins[NRI_PLUGIN] = {"disable": True}
+        if self.enable_cri and self.schema == 3:
+            plugins.update(self._cri_tables_v3())
+        elif self.enable_cri:
+            plugins[CRI_GRPC_PLUGIN] = self._cri_table_v2()
+        return doc
+
+    def _runtimes_table(self) -> dict[str, object]:
+        runtimes = {name: dict(settings) for name, settings in self.runtimes.items()}
+        return {"default_runtime_name": self.default_runtime, "runtimes": runtimes}
+
+    @property
+    def _cni_conf_dir(self) -> str:
+        return str(self.cni_conf_dir or self.root / "cni" / "net.d")
+
+    def _sandbox_image(self) -> dict[str, object]:
+        return {"sandbox_image": self.sandbox_image} if self.sandbox_image else {}
+
+    def _cri_table_v2(self) -> dict[str, object]:
+        """1.x keeps all CRI settings in the one io.containerd.grpc.v1.cri table."""
+        return {
+            **self._sandbox_image(),
+            "restrict_oom_score_adj": self.restrict_oom_score_adj,
+            **self._stream_server(),
+            # Pod network namespaces under our state dir, not the host-wide /var/run/netns.
+            "netns_mounts_under_state_dir": True,
+            "containerd": {"snapshotter": self.snapshotter, **self._runtimes_table()},
+            "cni": {"bin_dir": str(self.cni_bin_dir), "conf_dir": self._cni_conf_dir},
+        }
+
+    def _cri_tables_v3(self) -> dict[str, object]:
+        """2.x splits CRI into an images and a runtime plugin; cni.bin_dir is deprecated in 2.1."""
+        images: dict[str, object] = {"snapshotter": self.snapshotter}
+        if self.sandbox_image:
+            images["pinned_images"] = {"sandbox": self.sandbox_image}
+        runtime = {
+            "restrict_oom_score_adj": self.restrict_oom_score_adj,
+            # Pod network namespaces under our state dir, not the host-wide /var/run/netns.
+            "netns_mounts_under_state_dir": True,
+            "containerd": self._runtimes_table(),
+            "cni": {"bin_dirs": [str(self.cni_bin_dir)], "conf_dir": self._cni_conf_dir},
+        }
+        return {
+            CRI_IMAGES_PLUGIN_V3: images,
+            CRI_RUNTIME_PLUGIN_V3: runtime,
+            CRI_GRPC_PLUGIN: self._stream_server(),  # the gRPC/streaming plugin keeps these keys
+        }
+
+    def _stream_server(self) -> dict[str, object]:
+        return {
+            "stream_server_address": self.stream_server_address,
+            "stream_server_port": self.stream_server_port,
+        }
+
+    def render(self) -> str:
+        return tomlkit.dumps(self.as_dict())
+
+
+def render_private_config(root: Path, state: Path, grpc_address: Path, ttrpc_address: Path,
+                          containerd_version: str, **settings: Any) -> str:
+    """The whole config.toml of a private containerd of this version (see PrivateConfig)."""
+    return PrivateConfig(root, state, grpc_address, ttrpc_address, containerd_version,
+                         **settings).render()

@@ -15,10 +15,10 @@ from typing import Protocol
 
 from bulkhead_wire.ttrpc import TtrpcError
 
+from bulkhead.agent.client import AgentClient
 from bulkhead.monitor import snapshot
 from bulkhead.monitor.guest_reading import guest_figures
 from bulkhead.monitor.snapshot import Snapshot
-from bulkhead.sandbox.agent_client import AgentClient
 from bulkhead.sandbox.state import SandboxState
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,21 @@ REASON_CHARS = 300  # a template miss reason is a label value: keep it bounded
 
 
 class SandboxView(Protocol):
-    """What the publisher reads of bulkhead.sandbox.sandbox.Sandbox (which owns it)."""
+    """What the publisher reads of the Sandbox it observes (bulkhead.sandbox.sandbox)."""
 
     id: str
     namespace: str
     state_dir: str
     state: SandboxState
-    vm_pid: int
-    restored: bool
-    agent: AgentClient | None
+
+    @property
+    def vm_pid(self) -> int: ...
+
+    @property
+    def restored(self) -> bool: ...
+
+    @property
+    def agent(self) -> AgentClient | None: ...
 
     def phases(self) -> dict[str, float]: ...
 
@@ -53,10 +59,11 @@ def boot_phases(phases: dict[str, float]) -> dict[str, float]:
 
 
 class SnapshotPublisher:
-    """Owned by a Sandbox: start() once its VM is up, stop() when the VM goes."""
+    """A Sandbox's observer (the shim daemon hands it over): told when its VM is up and when
+    it goes, it keeps that VM's metrics.json fresh in between."""
 
-    def __init__(self, sandbox: SandboxView) -> None:
-        self.sandbox = sandbox
+    def __init__(self) -> None:
+        self.sandbox: SandboxView | None = None
         self._task: asyncio.Task[None] | None = None
         self._snapshot: Snapshot | None = None
         self._cold_reason = ""
@@ -65,9 +72,10 @@ class SnapshotPublisher:
         """Why the VM about to start boots cold instead of cloning a template."""
         self._cold_reason = reason[:REASON_CHARS]
 
-    def start(self) -> None:
+    def vm_started(self, sandbox: SandboxView) -> None:
         """Write the first snapshot now and keep it fresh (idempotent)."""
-        sb, agent = self.sandbox, self.sandbox.agent
+        self.sandbox = sb = sandbox
+        agent = sb.agent
         if self._task is not None or agent is None:
             return
         self._snapshot = Snapshot(
@@ -78,13 +86,14 @@ class SnapshotPublisher:
         self._write()
         self._task = asyncio.create_task(self._run(agent), name=f"metrics of sandbox {sb.id}")
 
-    def stop(self) -> None:
+    def vm_stopped(self) -> None:
         """Cancel the task and remove the snapshot: without a VM there is nothing to show."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
         self._snapshot = None
-        snapshot.remove(self.sandbox.state_dir)
+        if self.sandbox is not None:
+            snapshot.remove(self.sandbox.state_dir)
 
     async def _run(self, agent: AgentClient) -> None:
         await asyncio.sleep(FIRST_READING_DELAY)
@@ -95,7 +104,7 @@ class SnapshotPublisher:
 
     async def _read_guest(self, agent: AgentClient) -> None:
         """One GuestStats reading into the snapshot; a failure keeps the previous figures."""
-        assert self._snapshot is not None
+        assert self._snapshot is not None and self.sandbox is not None
         try:
             reply = await agent.guest_stats(timeout=FETCH_TIMEOUT)
         except (TtrpcError, ConnectionError) as exc:
@@ -107,14 +116,14 @@ class SnapshotPublisher:
     def _write(self) -> None:
         """Save the snapshot with the current containers; a failed write is only logged (the
         monitor then shows the previous one), never the shim's problem."""
-        snap = self._snapshot
-        if snap is None:
+        snap, sb = self._snapshot, self.sandbox
+        if snap is None or sb is None:
             return
-        snap.containers = list(self.sandbox.state.containers)
+        snap.containers = list(sb.state.containers)
         snap.written_at = time.time()
         try:
-            snap.save(self.sandbox.state_dir)
+            snap.save(sb.state_dir)
         except FileNotFoundError:
             pass  # the state directory is being removed with the sandbox
         except OSError as exc:
-            log.warning("sandbox %s: metrics snapshot not written: %s", self.sandbox.id, exc)
+            log.warning("sandbox %s: metrics snapshot not written: %s", sb.id, exc)

@@ -11,7 +11,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bulkhead.monitor.rpc_stats import BUCKETS, MethodStats
+from bulkhead.agent.rpc_stats import BUCKETS, MethodStats
 from bulkhead.private_files import write_private
 
 METRICS_FILE = "metrics.json"

@@ -21,7 +21,7 @@ from bulkhead_wire.stdio.link import StreamLink
 from bulkhead_wire.stdio.relay import Relay
 from bulkhead_wire.ttrpc import TtrpcError
 
-from bulkhead.sandbox.agent_client import AgentClient
+from bulkhead.agent.client import AgentClient
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,12 @@ class ForwardTarget(Protocol):
     """What a forward needs of its sandbox (the Sandbox itself; no import of it here)."""
 
     id: str
-    agent: AgentClient | None
-    link: StreamLink | None
+
+    @property
+    def agent(self) -> AgentClient | None: ...
+
+    @property
+    def link(self) -> StreamLink | None: ...
 
     def new_stream(self) -> int: ...
 

@@ -1,4 +1,5 @@
-"""The sandbox state file: what a restarted shim or the `delete` command needs to clean up.
+"""The sandbox state file: what `delete` needs to clean up after a crash (the shim's pid and
+socket, QEMU's host cgroups), and what `bulkhead ps` and the metrics show (its containers).
 
 Crash-only rule: a resource is recorded (or lives under the state directory) before it is
 created, so `delete` can always find and remove it even if the daemon was SIGKILLed.
@@ -24,7 +25,7 @@ class SandboxState:
     namespace: str
     shim_pid: int
     socket: str
-    containers: list[str] = field(default_factory=list)
+    containers: list[str] = field(default_factory=list)  # for `bulkhead ps` and the metrics
     host_cgroups: list[str] = field(default_factory=list)  # QEMU's, in each hierarchy
 
     def save(self, state_dir: str) -> None:

@@ -15,13 +15,11 @@ import os
 import stat
 from typing import Any
 
+from bulkhead_wire.guest_abi import GUEST_POD_SHM_DIR
+
 from bulkhead.sandbox import mount_fd
 
 VOLUMES_DIR = "volumes"
-# The pod's /dev/shm: one tmpfs in the guest (the agent mounts it), bound into every container
-# of the pod, so POSIX shared memory works between them as under runc. The host's shm tmpfs
-# that containerd binds is not shared over 9p: it would not be shared memory in the guest.
-POD_SHM = "/run/bulkhead/pod-shm"
 
 
 class VolumeError(Exception):
@@ -105,7 +103,11 @@ def share(mounts: list[dict[str, Any]], cdir_fd: int, guest_bundle: str
                 out.append(m)
                 continue
             if m.get("destination") == "/dev/shm":
-                out.append(dict(copy.deepcopy(m), source=POD_SHM, type="bind"))
+                # The pod's /dev/shm: one tmpfs in the guest (the agent mounts it), bound into
+                # every container of the pod, so POSIX shared memory works between them as under
+                # runc. The host's shm tmpfs that containerd binds is not shared over 9p: it
+                # would not be shared memory in the guest.
+                out.append(dict(copy.deepcopy(m), source=GUEST_POD_SHM_DIR, type="bind"))
                 continue
             what = _describe(m)
             source = m.get("source")

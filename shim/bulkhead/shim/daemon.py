@@ -17,7 +17,10 @@ import socket
 from bulkhead_wire.ttrpc import Server
 
 from bulkhead import config as config_mod
+from bulkhead import event_loop
+from bulkhead.monitor.publisher import SnapshotPublisher
 from bulkhead.private_files import FILE_MODE, open_private
+from bulkhead.sandbox.launcher import QemuLauncher
 from bulkhead.sandbox.sandbox import Sandbox
 from bulkhead.sandbox.state import SHIM_LOG
 from bulkhead.shim.events import EventPublisher
@@ -71,11 +74,8 @@ def keep_log_file(state_dir: str) -> logging.Handler:
 async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") -> None:
     """Serve the task API until Shutdown (with no tasks left) or SIGTERM."""
     loop = asyncio.get_running_loop()
-    watcher = asyncio.PidfdChildWatcher()  # no helper thread per child (QEMU)
-    watcher.attach_loop(loop)
-    asyncio.set_child_watcher(watcher)
     sock_path = socket_path(args.address, args.namespace, args.id)
-    sandbox = Sandbox(args.id, args.namespace, sock_path, cfg)
+    sandbox = Sandbox(args.id, args.namespace, sock_path, QemuLauncher(), SnapshotPublisher())
     sandbox.prepare()
     log_file = keep_log_file(sandbox.state_dir)
     events = EventPublisher(os.environ.get("TTRPC_ADDRESS", args.address + ".ttrpc"),
@@ -97,7 +97,7 @@ async def serve(args: ShimArgs, cfg: config_mod.Config, config_error: str = "") 
         if not finishing:
             finishing.append(asyncio.ensure_future(cleanup()))
 
-    service = TaskService(sandbox, events, finish, config_error)
+    service = TaskService(sandbox, events, finish, cfg, config_error)
     server = Server()
     for name in SERVICES:
         server.register(name, service.methods())
@@ -126,7 +126,7 @@ def main() -> int:
         log.error("%s", exc)
         cfg, config_error = config_mod.Config(), f"bulkhead configuration {exc}"
     try:
-        asyncio.run(serve(args, cfg, config_error))
+        event_loop.run(serve(args, cfg, config_error))  # children (QEMU) reaped by pidfd
     except Exception:
         log.exception("shim daemon failed")
         return 1

@@ -6,6 +6,7 @@ container) loses its daemon, VM, mounts, socket and state directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -103,7 +104,10 @@ def _stop_daemon(pid: int, sandbox_id: str) -> None:
     deadline = time.monotonic() + DAEMON_EXIT_GRACE
     while _is_our_daemon(pid, sandbox_id):
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # it exited after the check: what we wanted
+                return
             deadline = time.monotonic() + DAEMON_EXIT_GRACE
         time.sleep(0.02)
 
@@ -111,4 +115,5 @@ def _stop_daemon(pid: int, sandbox_id: str) -> None:
 def _remove_stale_socket(sock: str) -> None:
     """Remove the shim socket unless a live shim still listens on it."""
     if os.path.exists(sock) and not shim_listening(sock):
-        os.unlink(sock)
+        with contextlib.suppress(FileNotFoundError):  # a concurrent delete removed it first
+            os.unlink(sock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from bulkhead_wire.proto import events_service_pb2
 from bulkhead_wire.ttrpc import Client, TtrpcError
@@ -18,6 +19,13 @@ RETRIES = 5  # with 1 s, 2 s, ... between them: rides out a containerd restart o
 # Events the shim holds while containerd is slow or away. What the guest can trigger (OOM
 # events) is rate-bound upstream; this caps what is left, so no guest can grow the shim.
 MAX_QUEUED = 4096
+
+
+class EventSink(Protocol):
+    """Where the task service's events go (EventPublisher; a recorder in the unit tests)."""
+
+    def publish(self, topic: str, event: Message) -> None:
+        """Queue one event; order of calls is the order containerd sees."""
 
 
 class EventPublisher:

@@ -1,8 +1,9 @@
 """Turns guest exits and OOM kills into stored results and containerd events, in order.
 
-Order (spec §4.3): a process's start event before its exit; /tasks/oom before the exit the
-OOM kill caused; every running exec's exit before its container's init exit. An exit is
-stored and published only after all the process's output reached its host sink.
+Order, as containerd's runc shim gives it (`cmd/containerd-shim-runc-v2/task/service.go`): a
+process's start event before its exit; /tasks/oom before the exit the OOM kill caused; every
+running exec's exit before its container's init exit. An exit is stored and published only
+after all the process's output reached its host sink.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from bulkhead_wire.proto import events_pb2
 from bulkhead_wire.ttrpc import TtrpcError
 
 from bulkhead.sandbox.sandbox import Sandbox
-from bulkhead.shim.events import EventPublisher
+from bulkhead.shim.events import EventSink
 from bulkhead.shim.task import Container, Exit, Process
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ OOM_EVENT_INTERVAL = 1.0  # seconds between two /tasks/oom of one container (mor
 class ExitReporter:
     """One per shim: a waiter task per started process and one OOM long poll per VM."""
 
-    def __init__(self, sandbox: Sandbox, events: EventPublisher,
+    def __init__(self, sandbox: Sandbox, events: EventSink,
                  containers: dict[str, Container]) -> None:
         self.sandbox = sandbox
         self.events = events

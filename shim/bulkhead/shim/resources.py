@@ -10,9 +10,9 @@ from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from bulkhead.sandbox.agent_client import AgentClient
+from bulkhead.agent.client import AgentClient
 from bulkhead.sandbox.sandbox import Sandbox
-from bulkhead.shim.events import EventPublisher
+from bulkhead.shim.events import EventSink
 from bulkhead.shim.task import Container, Status
 
 RESOURCES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
@@ -22,7 +22,7 @@ METRICS_TYPE = "io.containerd.cgroups.v2.Metrics"
 class ResourceCalls:
     """Handlers that act on the container's guest cgroup through the agent."""
 
-    def __init__(self, sandbox: Sandbox, events: EventPublisher,
+    def __init__(self, sandbox: Sandbox, events: EventSink,
                  lookup: Callable[[str], Container]) -> None:
         self.sandbox = sandbox
         self.events = events

@@ -1,8 +1,9 @@
 """containerd.task.v2.Task (also served as v3): every RPC, backed by one sandbox VM.
 
-Lookups, error codes (spec §3.7) and event order (§4.3) live here; the guest does the work
-through the agent, exits are reported by `exits.ExitReporter`, cgroup-level calls (pause,
-resume, update, stats) are in `resources.py`.
+Lookups, error codes and event order (as containerd's runc shim gives them,
+`cmd/containerd-shim-runc-v2/task/service.go`) live here; the guest does the work through the
+agent, Create (and its undo) is `create.CreateCall`, exits are reported by
+`exits.ExitReporter`, cgroup-level calls (pause, resume, update, stats) are in `resources.py`.
 """
 
 from __future__ import annotations
@@ -24,33 +25,21 @@ from bulkhead_wire.ttrpc import Code, TtrpcError
 from google.protobuf import any_pb2, empty_pb2
 from google.protobuf.message import Message
 
-from bulkhead.sandbox import guest_bundle
-from bulkhead.sandbox.guest_spec import (
-    SpecError,
-    load_spec,
-)
-from bulkhead.sandbox.oci_hooks import ContainerHooks, HookError
-from bulkhead.sandbox.rootfs import RootfsError
+from bulkhead.agent.client import AgentClient
+from bulkhead.config import Config
 from bulkhead.sandbox.sandbox import Sandbox, SandboxError
-from bulkhead.sandbox.volumes import VolumeError
-from bulkhead.shim import resources, sandbox_settings
-from bulkhead.shim.events import EventPublisher
+from bulkhead.shim import resources
+from bulkhead.shim.create import CreateCall, open_io
+from bulkhead.shim.events import EventSink
 from bulkhead.shim.exits import ExitReporter
-from bulkhead.shim.grouping import annotations_of, sandbox_key
 from bulkhead.shim.log_format import with_ids
 from bulkhead.shim.task import Container, Exit, Process, Status
-from bulkhead.stdio.host import ProcessIO, StdioError
 
 log = logging.getLogger(__name__)
 
 SERVICES = ("containerd.task.v2.Task", "containerd.task.v3.Task")
 PROCESS_SPEC_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/Process"
 Handler = Callable[[Any], Awaitable[Message]]
-
-
-def _first_output(proc: Process) -> None:
-    """Boot-phase mark: when the first byte of output reached the host."""
-    proc.timings.setdefault("first_output", time.monotonic())
 
 
 def _not_found(task_id: str) -> TtrpcError:
@@ -60,14 +49,14 @@ def _not_found(task_id: str) -> TtrpcError:
 class TaskService:
     """Every Task RPC; one instance per shim daemon (one sandbox)."""
 
-    def __init__(self, sandbox: Sandbox, events: EventPublisher,
-                 on_empty_shutdown: Callable[[], None],
+    def __init__(self, sandbox: Sandbox, events: EventSink,
+                 on_empty_shutdown: Callable[[], None], config: Config,
                  config_error: str = "") -> None:
         self.sandbox = sandbox
-        self.config_error = config_error
         self.events = events
         self.tasks: dict[str, Container] = {}
         self.exits = ExitReporter(sandbox, events, self.tasks)
+        self._creation = CreateCall(sandbox, events, self.tasks, self.exits, config, config_error)
         self._on_empty_shutdown = on_empty_shutdown
 
     def methods(self) -> dict[str, tuple[type[Message], Handler]]:
@@ -103,7 +92,7 @@ class TaskService:
     def _process(self, task_id: str, exec_id: str) -> Process:
         return self._container(task_id).process(exec_id)
 
-    def _agent_or_gone(self, proc: Process) -> Any:
+    def _agent_or_gone(self, proc: Process) -> AgentClient:
         """The agent, or the NotFound containerd expects for a process that cannot run now."""
         agent = self.sandbox.agent
         if agent is None:
@@ -115,111 +104,7 @@ class TaskService:
 
     async def create(self, req: task_pb2.CreateTaskRequest) -> task_pb2.CreateTaskResponse:
         """Boot the VM if needed, share the bundle, open stdio and crun-create in the guest."""
-        if req.id in self.tasks:
-            raise TtrpcError(Code.ALREADY_EXISTS, f"container {req.id}: already exists")
-        try:
-            check_id("container", req.id)
-        except ValueError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
-        if not os.path.isabs(req.bundle):
-            raise TtrpcError(Code.INVALID_ARGUMENT,
-                             f"bundle {req.bundle!r} of container {req.id}: not an absolute path")
-        t_create = time.monotonic()
-        try:
-            spec = load_spec(req.bundle)
-        except SpecError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
-        try:
-            hooks = ContainerHooks.from_spec(req.id, req.bundle, spec)
-        except HookError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
-        sb = self.sandbox
-        own_config = sandbox_settings.apply_runtime_options(sb, req)
-        if self.config_error and not own_config:
-            raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
-        if sb.agent is None:
-            sandbox_settings.take_from_spec(sb, req.id, spec)
-        io = await self._open_io(req.id, req.stdin, req.stdout, req.stderr, req.terminal)
-        init = Process(req.id, "", req.stdin, req.stdout, req.stderr, req.terminal, io)
-        init.timings["create"] = t_create
-        container = Container(req.id, req.bundle, init, hooks=hooks)
-        self.tasks[req.id] = container
-        sb.record_containers(list(self.tasks))
-        try:
-            await self._create_in_guest(container, req, spec)
-            await self._run_created_hooks(hooks)
-        except BaseException:
-            await self._forget(container)
-            raise
-        init.timings["created"] = time.monotonic()
-        self.exits.watch(container, init)
-        ev = events_pb2.TaskCreate(
-            container_id=req.id, bundle=req.bundle, checkpoint=req.checkpoint,
-            pid=sb.vm_pid, io=events_pb2.TaskIO(stdin=req.stdin, stdout=req.stdout,
-                                                stderr=req.stderr, terminal=req.terminal))
-        ev.rootfs.extend(req.rootfs)
-        self.events.publish("/tasks/create", ev)
-        return task_pb2.CreateTaskResponse(pid=sb.vm_pid)
-
-    async def _run_created_hooks(self, hooks: ContainerHooks) -> None:
-        """prestart and createRuntime on the host, with the VM's pid (nerdctl's network)."""
-        try:
-            await hooks.created(self.sandbox.vm_pid)
-        except HookError as exc:
-            raise TtrpcError(Code.FAILED_PRECONDITION,
-                             f"container {hooks.container_id}: {exc}") from None
-
-    async def _open_io(self, task_id: str, stdin: str, stdout: str, stderr: str,
-                       terminal: bool) -> ProcessIO:
-        """Host stdio ends; a bad path or logger is InvalidArgument naming it."""
-        try:
-            return await ProcessIO.open(stdin, stdout, stderr, terminal, self.sandbox.new_stream,
-                                        task_id, self.sandbox.namespace)
-        except StdioError as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, str(exc)) from None
-
-    async def _create_in_guest(self, container: Container, req: task_pb2.CreateTaskRequest,
-                               spec: dict[str, Any]) -> None:
-        """The steps of Create that touch the VM; any failure is reported with its cause."""
-        sb = self.sandbox
-        try:
-            agent = await sb.ensure_running()
-        except SandboxError as exc:
-            raise TtrpcError(Code.UNAVAILABLE, f"sandbox {sb.id}: {exc}") from None
-        try:
-            cdir = sb.share.add_container(req.id)
-            guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, cdir.fd,
-                                 sb.guest_bundle(req.id), self._sandbox_guest_pid(req.id, spec),
-                                 vm_network=sb.own_netns, staging=sb.staging_path(req.id))
-        except (RootfsError, VolumeError, OSError) as exc:
-            raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
-        init = container.init
-        init.timings["bundle_ready"] = time.monotonic()
-        assert sb.link is not None
-        init.io.start_output(sb.link, lambda n: _first_output(init))
-        container.guest_pid = await agent.create_container(
-            req.id, sb.guest_bundle(req.id), req.terminal, init.io.stream_ids)
-        init.io.start_input(sb.link)
-
-    def _sandbox_guest_pid(self, task_id: str, spec: dict[str, Any]) -> int:
-        """The guest pid of the pod's sandbox container, whose namespaces a container joins."""
-        key, joins = sandbox_key(task_id, annotations_of(spec))
-        sandbox = self.tasks.get(key) if joins else None
-        return sandbox.guest_pid if sandbox is not None else 0
-
-    async def _forget(self, container: Container) -> None:
-        """Undo a container's host resources (and the VM if nothing else uses it)."""
-        for proc in container.processes():
-            if proc.waiter is not None:
-                proc.waiter.cancel()
-            await proc.io.close()
-        self.tasks.pop(container.id, None)
-        for what in self.sandbox.share.remove_container(container.id):
-            log.warning("container %s: %s left in the share", container.id, what)
-        self.sandbox.record_containers(list(self.tasks))
-        if not self.tasks:
-            self.exits.stop()
-            await self.sandbox.stop_vm()
+        return await self._creation.create(req)
 
     # -- Exec / Start ------------------------------------------------------------------------
 
@@ -241,7 +126,8 @@ class TaskService:
             raise TtrpcError(Code.FAILED_PRECONDITION,
                              f"cannot exec in container {req.id}: it is {state}")
         agent = self._agent_or_gone(container.init)
-        io = await self._open_io(req.exec_id, req.stdin, req.stdout, req.stderr, req.terminal)
+        io = await open_io(self.sandbox, req.exec_id, req.stdin, req.stdout, req.stderr,
+                           req.terminal)
         proc = Process(req.id, req.exec_id, req.stdin, req.stdout, req.stderr, req.terminal, io)
         container.execs[req.exec_id] = proc
         try:
@@ -431,7 +317,7 @@ class TaskService:
         init.set_exit(init.exit or Exit.now(0))  # deleted before it ever ran
         assert init.exit is not None
         exit_ = init.exit
-        await self._forget(container)
+        await self._creation.forget(container)
         self.events.publish("/tasks/delete", events_pb2.TaskDelete(
             container_id=container.id, pid=self.sandbox.vm_pid, exit_status=exit_.status,
             exited_at=exit_.at))

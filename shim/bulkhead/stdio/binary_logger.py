@@ -1,8 +1,10 @@
 """`binary:///path?k=v` log URIs: a logger process reading stdout on fd 3, stderr on fd 4.
 
-The containerd contract (spec §7.8): args are the query pairs flattened to `k v ...`, the
-environment is CONTAINER_ID and CONTAINER_NAMESPACE, fd 5 is a pipe the logger writes a byte
-to (or closes) once ready; the process starts only after that. `binary-v2://` needs the byte.
+The containerd contract (`NewBinaryIO` in containerd's
+`cmd/containerd-shim-runc-v2/process/io.go`): args are the query pairs flattened to `k v ...`,
+the environment is CONTAINER_ID and CONTAINER_NAMESPACE, fd 5 is a pipe the logger writes a
+byte to (or closes) once ready; the process starts only after that. `binary-v2://` needs the
+byte.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Making a template: boot a VM whose RAM is a shared file, let the agent warm up and hang up,
-snapshot the devices, and keep memory + state + manifest (the DESIGN §7 recipe)."""
+snapshot the devices, and keep memory + state + manifest (docs/templates.md)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import shutil
 import time
 from pathlib import Path
 
+from bulkhead_wire.guest_abi import TEMPLATE_READY_LINE
 from bulkhead_wire.ttrpc import Client, TtrpcError
 
-from bulkhead.sandbox.agent_client import AgentClient
+from bulkhead.agent.client import AgentClient
 from bulkhead.template import store
 from bulkhead.template.key import TemplateError, TemplateKey
 from bulkhead.vmm.base import CONSOLE_LOG, VMConfig, VMError
@@ -21,7 +22,7 @@ from bulkhead.vmm.qemu import QemuVM
 
 log = logging.getLogger(__name__)
 
-READY_MARKER = b"bulkhead-agent: template ready"
+READY_MARKER = TEMPLATE_READY_LINE.encode()
 READY_TIMEOUT = 30.0  # seconds from hang-up to the agent's READY on the console
 BUILD_LOCK_TIMEOUT = 180.0  # seconds a shim waits for another one's build
 

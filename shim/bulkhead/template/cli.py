@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime
 import sys
 
 from bulkhead import config as config_mod
+from bulkhead import event_loop
 from bulkhead.template import store
 from bulkhead.template.key import TemplateError
 
@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch; errors are one line on stderr and exit status 1."""
     try:
         if args.template_command == "build":
-            return asyncio.run(_build(args))
+            return event_loop.run(_build(args))
         if args.template_command == "ls":
             return _list()
         return _remove(args)
@@ -40,12 +40,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _build(args: argparse.Namespace) -> int:
-    from bulkhead.sandbox.vm_boot import clone_config, template_key, vm_config
+    from bulkhead.template.planning import clone_config, template_key, vm_config
     from bulkhead.vmm.base import VMError
 
-    watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
-    asyncio.set_child_watcher(watcher)
     cfg = config_mod.load()
     if args.memory_mib:
         cfg.memory_mib = args.memory_mib

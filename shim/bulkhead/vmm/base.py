@@ -91,12 +91,17 @@ class AgentLink:
 
 
 class VirtualMachine(Protocol):
-    """One VM as the sandbox sees it, whatever the VMM."""
+    """One VM as the sandbox sees it, whatever the VMM (QemuVM; fakes in the unit tests)."""
 
     pid: int
     accel: str  # what was actually chosen: "kvm" or "tcg"
     channel: str  # "serial" or "vsock"
     timings: dict[str, float]  # time.monotonic() stamps: "qemu_started", "agent_connected"
+
+    @property
+    def restored(self) -> bool:
+        """Cloned from a template (its boot happened there, long ago)."""
+        ...
 
     async def start(self) -> AgentLink: ...
 

@@ -1,6 +1,6 @@
-"""The shim's half of an agent channel's opening: the agent's MAGIC, then the mutual proof of
-the VM's secret (bulkhead_wire.channel_auth), read byte-exact off the socket so that nothing
-after it is buffered anywhere but the kernel."""
+"""The shim's half of an agent channel's opening: the agent's magic (guest_abi), then the
+mutual proof of the VM's secret (bulkhead_wire.channel_auth), read byte-exact off the socket so
+that nothing after it is buffered anywhere but the kernel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import socket
 
 from bulkhead_wire import channel_auth
 from bulkhead_wire.channel_auth import AuthError
-from bulkhead_wire.stdio.channel import MAGIC
+from bulkhead_wire.guest_abi import HANDSHAKE_MAGIC
 
 
 async def _read_exactly(sock: socket.socket, size: int, what: str) -> bytes:
@@ -24,11 +24,12 @@ async def _read_exactly(sock: socket.socket, size: int, what: str) -> bytes:
 
 
 async def open_channel(sock: socket.socket, role: str, key: bytes, what: str) -> None:
-    """MAGIC, then prove the secret and check the agent's proof; VMError-worthy errors are
-    ValueError (a wrong MAGIC) and AuthError (a wrong proof), both naming `what`."""
-    magic = await _read_exactly(sock, len(MAGIC), what)
-    if magic != MAGIC:
-        raise ValueError(f"agent on {what} sent {magic!r} instead of the handshake {MAGIC!r}")
+    """The magic, then prove the secret and check the agent's proof; VMError-worthy errors are
+    ValueError (a wrong magic) and AuthError (a wrong proof), both naming `what`."""
+    magic = await _read_exactly(sock, len(HANDSHAKE_MAGIC), what)
+    if magic != HANDSHAKE_MAGIC:
+        raise ValueError(f"agent on {what} sent {magic!r} "
+                         f"instead of the handshake {HANDSHAKE_MAGIC!r}")
     loop = asyncio.get_running_loop()
     nonce_a = await _read_exactly(sock, channel_auth.NONCE_BYTES, what)
     nonce_s, proof = channel_auth.shim_proof(key, role, nonce_a)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from bulkhead_wire.channel_auth import AuthError, new_key
+from bulkhead_wire.guest_abi import VSOCK_CTL_PORT, VSOCK_DATA_PORT
 
 from bulkhead.private_files import bind_private, open_private, write_private
 from bulkhead.vmm import vsock
@@ -52,8 +53,7 @@ log = logging.getLogger(__name__)
 # Deaths that come from outside QEMU (an operator, the OOM killer, a test): see VMKilled.
 KILL_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
-MAGIC = b"BHAGENT1"  # the agent writes it once on each channel when it sees the host connected
-VSOCK_PORTS = {"ctl": vsock.CTL_PORT, "data": vsock.DATA_PORT}
+VSOCK_PORTS = {"ctl": VSOCK_CTL_PORT, "data": VSOCK_DATA_PORT}  # by channel role
 SOCKET_FILES = {"ctl": CTL_SOCKET, "data": DATA_SOCKET}
 STREAM_LIMIT = 1 << 20
 # Guest RAM that lives in a shared memory file is not part of a snapshot (templates, clones).
@@ -152,6 +152,11 @@ class QemuVM:
         self._key_port: KeyPort | None = None
 
     # -- public API -------------------------------------------------------------------------
+
+    @property
+    def restored(self) -> bool:
+        """Cloned from a template rather than booted."""
+        return self.config.restore_from is not None
 
     async def start(self) -> AgentLink:
         """Boot the VM and return both agent channels; on any failure QEMU is dead and reaped."""

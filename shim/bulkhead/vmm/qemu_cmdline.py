@@ -6,13 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bulkhead_wire.guest_abi import (
+    CHANNEL_PARAM,
+    CTL_PORT_NAME,
+    DATA_PORT_NAME,
+    DEBUG_PORT_NAME,
+    KEY_PORT_NAME,
+    SHARE_MOUNT_TAG,
+)
+
 from bulkhead.vmm.base import CONSOLE_LOG, OWN_NETNS_TAP, VMConfig, VMError
 from bulkhead.vmm.tsc import tcg_kernel_params
 
-MOUNT_TAG = "bulkhead"
-SERIAL_PORTS = {"ctl": "bulkhead.ctl", "data": "bulkhead.data"}
-DEBUG_PORT = "bulkhead.debug"  # the guest's debug shell (`bulkhead shell`), on either channel
-KEY_PORT = "bulkhead.key"  # the VM's channel secret, asked for by the agent (vmm/key_port.py)
+SERIAL_PORTS = {"ctl": CTL_PORT_NAME, "data": DATA_PORT_NAME}  # by channel role
 # Syscall filter: no obsolete calls, no set*id, no fork/exec, no scheduler/affinity changes.
 SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 # Microvm without option ROMs, PIT and PIC (guests calibrate nothing against them: KVM guests have
@@ -60,7 +66,7 @@ def machine_args(accel: str, memory_backend: bool = False, tcg_tb_mib: int = 0) 
 
 def kernel_cmdline(config: VMConfig, channel: str, accel: str = "kvm") -> str:
     """The guest kernel command line: console on ttyS0, reboot = exit, the agent's channel."""
-    parts = ["console=ttyS0", "panic=-1", "reboot=t", f"bulkhead.channel={channel}", *FAST_BOOT]
+    parts = ["console=ttyS0", "panic=-1", "reboot=t", f"{CHANNEL_PARAM}={channel}", *FAST_BOOT]
     if not config.debug:
         parts.insert(1, "quiet")
     if accel == "tcg":
@@ -122,13 +128,13 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
     args += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
     args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
                        "security_model=passthrough,multidevs=remap",
-             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={MOUNT_TAG}"]
+             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={SHARE_MOUNT_TAG}"]
     args += ["-device", "virtio-serial-device"]
     debug = (f"socket,id=debug,fd={plan.debug_fd},server=on,wait=off" if plan.debug_fd >= 0
              else "null,id=debug")
-    args += ["-chardev", debug, "-device", f"virtserialport,chardev=debug,name={DEBUG_PORT}"]
+    args += ["-chardev", debug, "-device", f"virtserialport,chardev=debug,name={DEBUG_PORT_NAME}"]
     key = f"socket,id=key,fd={plan.key_fd}" if plan.key_fd >= 0 else "null,id=key"
-    args += ["-chardev", key, "-device", f"virtserialport,chardev=key,name={KEY_PORT}"]
+    args += ["-chardev", key, "-device", f"virtserialport,chardev=key,name={KEY_PORT_NAME}"]
     if plan.channel == "serial":
         for role, fd in (("ctl", plan.ctl_fd), ("data", plan.data_fd)):
             args += ["-chardev", f"socket,id={role},fd={fd},server=on,wait=off",

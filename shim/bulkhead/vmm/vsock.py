@@ -21,8 +21,6 @@ VHOST_VSOCK_DEVICE = Path("/dev/vhost-vsock")
 VHOST_VSOCK_SET_GUEST_CID = 0x4008AF60
 CID_MIN = 3
 CID_SPAN = 1 << 20  # candidates are drawn from [CID_MIN, CID_MIN + CID_SPAN)
-CTL_PORT = 1024
-DATA_PORT = 1025
 _RETRYABLE = {errno.ECONNRESET, errno.ECONNREFUSED, errno.ENODEV, errno.ETIMEDOUT,
               errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EAGAIN}
 

@@ -26,7 +26,7 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\x11\x62ulkhead.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n\x0c\x43heckRequest\"\xa5\x01\n\rCheckResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x19\n\x11init_start_uptime\x18\x03 \x01(\x01\x12\x1a\n\x12switch_root_uptime\x18\x04 \x01(\x01\x12\x1a\n\x12\x61gent_start_uptime\x18\x05 \x01(\x01\x12\x12\n\nnow_uptime\x18\x06 \x01(\x01\"=\n\x0cStdioStreams\x12\r\n\x05stdin\x18\x01 \x01(\r\x12\x0e\n\x06stdout\x18\x02 \x01(\r\x12\x0e\n\x06stderr\x18\x03 \x01(\r\"\x80\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x8e\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\x12\x0f\n\x07process\x18\x05 \x01(\x0c\"<\n\x13StartProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x98\x01\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toom_kills\x18\x03 \x01(\x04\x12\x14\n\x0cstdout_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\x05 \x01(\x04\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\":\n\x11\x43loseStdinRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"X\n\x10ResizePtyRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"=\n\x14\x44\x65leteProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\'\n\x0fListPidsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"*\n\nProcessPid\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"D\n\x10ListPidsResponse\x12\x30\n\tprocesses\x18\x01 \x03(\x0b\x32\x1d.bulkhead.agent.v1.ProcessPid\"(\n\x10\x43ontainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"A\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x01(\x0c\")\n\x16\x43ontainerStatsResponse\x12\x0f\n\x07metrics\x18\x01 \x01(\x0c\"\xc1\x02\n\x12GuestStatsResponse\x12\x1a\n\x12memory_total_bytes\x18\x01 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x02 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13memory_cached_bytes\x18\x04 \x01(\x04\x12J\n\x0b\x63pu_seconds\x18\x05 \x03(\x0b\x32\x35.bulkhead.agent.v1.GuestStatsResponse.CpuSecondsEntry\x12\r\n\x05vcpus\x18\x06 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x11\n\tprocesses\x18\x08 \x01(\r\x1a\x31\n\x0f\x43puSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\toom_kills\x18\x02 \x01(\x04\".\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x9b\x02\n\x13SetupSandboxRequest\x12\x0f\n\x07\x65ntropy\x18\x01 \x01(\x0c\x12.\n\nwall_clock\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0bmount_share\x18\x04 \x01(\x08\x12\x44\n\x07sysctls\x18\x05 \x03(\x0b\x32\x33.bulkhead.agent.v1.SetupSandboxRequest.SysctlsEntry\x12\x11\n\tio_engine\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x62ug_shell\x18\x07 \x01(\x08\x1a.\n\x0cSysctlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x14SetupSandboxResponse\x12\x11\n\tio_engine\x18\x01 \x01(\t\",\n\nPodAddress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x12\n\nprefix_len\x18\x02 \x01(\r\"c\n\x08PodRoute\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x12\n\nprefix_len\x18\x02 \x01(\r\x12\x0f\n\x07gateway\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\r\x12\x0e\n\x06metric\x18\x05 \x01(\r\"\x95\x01\n\x0cPodInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12\x30\n\taddresses\x18\x04 \x03(\x0b\x32\x1d.bulkhead.agent.v1.PodAddress\x12+\n\x06routes\x18\x05 \x03(\x0b\x32\x1b.bulkhead.agent.v1.PodRoute\"V\n\x12\x46orwardPortRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x17\n\x0fto_guest_stream\x18\x02 \x01(\r\x12\x19\n\x11\x66rom_guest_stream\x18\x03 \x01(\r\"N\n\x17\x43onfigureNetworkRequest\x12\x33\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1f.bulkhead.agent.v1.PodInterface2\x99\x0e\n\x05\x41gent\x12J\n\x05\x43heck\x12\x1f.bulkhead.agent.v1.CheckRequest\x1a .bulkhead.agent.v1.CheckResponse\x12h\n\x0f\x43reateContainer\x12).bulkhead.agent.v1.CreateContainerRequest\x1a*.bulkhead.agent.v1.CreateContainerResponse\x12L\n\x0b\x45xecProcess\x12%.bulkhead.agent.v1.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cStartProcess\x12&.bulkhead.agent.v1.StartProcessRequest\x1a\'.bulkhead.agent.v1.StartProcessResponse\x12\\\n\x0bWaitProcess\x12%.bulkhead.agent.v1.WaitProcessRequest\x1a&.bulkhead.agent.v1.WaitProcessResponse\x12P\n\rSignalProcess\x12\'.bulkhead.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12J\n\nCloseStdin\x12$.bulkhead.agent.v1.CloseStdinRequest\x1a\x16.google.protobuf.Empty\x12H\n\tResizePty\x12#.bulkhead.agent.v1.ResizePtyRequest\x1a\x16.google.protobuf.Empty\x12P\n\rDeleteProcess\x12\'.bulkhead.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.Empty\x12S\n\x08ListPids\x12\".bulkhead.agent.v1.ListPidsRequest\x1a#.bulkhead.agent.v1.ListPidsResponse\x12M\n\x0ePauseContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0fResumeContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0fUpdateContainer\x12).bulkhead.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0e\x43ontainerStats\x12#.bulkhead.agent.v1.ContainerRequest\x1a).bulkhead.agent.v1.ContainerStatsResponse\x12K\n\nGuestStats\x12\x16.google.protobuf.Empty\x1a%.bulkhead.agent.v1.GuestStatsResponse\x12>\n\x07WaitOOM\x12\x16.google.protobuf.Empty\x1a\x1b.bulkhead.agent.v1.OOMEvent\x12T\n\x0fRemoveContainer\x12).bulkhead.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cSetupSandbox\x12&.bulkhead.agent.v1.SetupSandboxRequest\x1a\'.bulkhead.agent.v1.SetupSandboxResponse\x12V\n\x10\x43onfigureNetwork\x12*.bulkhead.agent.v1.ConfigureNetworkRequest\x1a\x16.google.protobuf.Empty\x12L\n\x0b\x46orwardPort\x12%.bulkhead.agent.v1.ForwardPortRequest\x1a\x16.google.protobuf.Empty\x12\x41\n\x0fPrepareTemplate\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Empty\x12:\n\x08Shutdown\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x61gent.proto\x12\x11\x62ulkhead.agent.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x0e\n\x0c\x43heckRequest\"\xa5\x01\n\rCheckResponse\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x16\n\x0ekernel_release\x18\x02 \x01(\t\x12\x19\n\x11init_start_uptime\x18\x03 \x01(\x01\x12\x1a\n\x12switch_root_uptime\x18\x04 \x01(\x01\x12\x1a\n\x12\x61gent_start_uptime\x18\x05 \x01(\x01\x12\x12\n\nnow_uptime\x18\x06 \x01(\x01\"=\n\x0cStdioStreams\x12\r\n\x05stdin\x18\x01 \x01(\r\x12\x0e\n\x06stdout\x18\x02 \x01(\r\x12\x0e\n\x06stderr\x18\x03 \x01(\r\"\x80\x01\n\x16\x43reateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0e\n\x06\x62undle\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\"&\n\x17\x43reateContainerResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\"\x8e\x01\n\x12\x45xecProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x10\n\x08terminal\x18\x03 \x01(\x08\x12.\n\x05stdio\x18\x04 \x01(\x0b\x32\x1f.bulkhead.agent.v1.StdioStreams\x12\x0f\n\x07process\x18\x05 \x01(\x0c\"<\n\x13StartProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"#\n\x14StartProcessResponse\x12\x0b\n\x03pid\x18\x01 \x01(\r\";\n\x12WaitProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\x98\x01\n\x13WaitProcessResponse\x12\x13\n\x0b\x65xit_status\x18\x01 \x01(\r\x12-\n\texited_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\toom_kills\x18\x03 \x01(\x04\x12\x14\n\x0cstdout_bytes\x18\x04 \x01(\x04\x12\x14\n\x0cstderr_bytes\x18\x05 \x01(\x04\"Z\n\x14SignalProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\x0e\n\x06signal\x18\x03 \x01(\r\x12\x0b\n\x03\x61ll\x18\x04 \x01(\x08\"X\n\x10ResizePtyRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\x12\r\n\x05width\x18\x03 \x01(\r\x12\x0e\n\x06height\x18\x04 \x01(\r\"=\n\x14\x44\x65leteProcessRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"\'\n\x0fListPidsRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"*\n\nProcessPid\x12\x0b\n\x03pid\x18\x01 \x01(\r\x12\x0f\n\x07\x65xec_id\x18\x02 \x01(\t\"D\n\x10ListPidsResponse\x12\x30\n\tprocesses\x18\x01 \x03(\x0b\x32\x1d.bulkhead.agent.v1.ProcessPid\"(\n\x10\x43ontainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"A\n\x16UpdateContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\tresources\x18\x02 \x01(\x0c\")\n\x16\x43ontainerStatsResponse\x12\x0f\n\x07metrics\x18\x01 \x01(\x0c\"\xc1\x02\n\x12GuestStatsResponse\x12\x1a\n\x12memory_total_bytes\x18\x01 \x01(\x04\x12\x19\n\x11memory_free_bytes\x18\x02 \x01(\x04\x12\x1e\n\x16memory_available_bytes\x18\x03 \x01(\x04\x12\x1b\n\x13memory_cached_bytes\x18\x04 \x01(\x04\x12J\n\x0b\x63pu_seconds\x18\x05 \x03(\x0b\x32\x35.bulkhead.agent.v1.GuestStatsResponse.CpuSecondsEntry\x12\r\n\x05vcpus\x18\x06 \x01(\r\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x01\x12\x11\n\tprocesses\x18\x08 \x01(\r\x1a\x31\n\x0f\x43puSecondsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"3\n\x08OOMEvent\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\x12\x11\n\toom_kills\x18\x02 \x01(\x04\".\n\x16RemoveContainerRequest\x12\x14\n\x0c\x63ontainer_id\x18\x01 \x01(\t\"\x9b\x02\n\x13SetupSandboxRequest\x12\x0f\n\x07\x65ntropy\x18\x01 \x01(\x0c\x12.\n\nwall_clock\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08hostname\x18\x03 \x01(\t\x12\x13\n\x0bmount_share\x18\x04 \x01(\x08\x12\x44\n\x07sysctls\x18\x05 \x03(\x0b\x32\x33.bulkhead.agent.v1.SetupSandboxRequest.SysctlsEntry\x12\x11\n\tio_engine\x18\x06 \x01(\t\x12\x13\n\x0b\x64\x65\x62ug_shell\x18\x07 \x01(\x08\x1a.\n\x0cSysctlsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\")\n\x14SetupSandboxResponse\x12\x11\n\tio_engine\x18\x01 \x01(\t\",\n\nPodAddress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x12\n\nprefix_len\x18\x02 \x01(\r\"c\n\x08PodRoute\x12\x13\n\x0b\x64\x65stination\x18\x01 \x01(\t\x12\x12\n\nprefix_len\x18\x02 \x01(\r\x12\x0f\n\x07gateway\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\r\x12\x0e\n\x06metric\x18\x05 \x01(\r\"\x95\x01\n\x0cPodInterface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03mac\x18\x02 \x01(\t\x12\x0b\n\x03mtu\x18\x03 \x01(\r\x12\x30\n\taddresses\x18\x04 \x03(\x0b\x32\x1d.bulkhead.agent.v1.PodAddress\x12+\n\x06routes\x18\x05 \x03(\x0b\x32\x1b.bulkhead.agent.v1.PodRoute\"V\n\x12\x46orwardPortRequest\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x17\n\x0fto_guest_stream\x18\x02 \x01(\r\x12\x19\n\x11\x66rom_guest_stream\x18\x03 \x01(\r\"N\n\x17\x43onfigureNetworkRequest\x12\x33\n\ninterfaces\x18\x01 \x03(\x0b\x32\x1f.bulkhead.agent.v1.PodInterface2\x91\r\n\x05\x41gent\x12J\n\x05\x43heck\x12\x1f.bulkhead.agent.v1.CheckRequest\x1a .bulkhead.agent.v1.CheckResponse\x12h\n\x0f\x43reateContainer\x12).bulkhead.agent.v1.CreateContainerRequest\x1a*.bulkhead.agent.v1.CreateContainerResponse\x12L\n\x0b\x45xecProcess\x12%.bulkhead.agent.v1.ExecProcessRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cStartProcess\x12&.bulkhead.agent.v1.StartProcessRequest\x1a\'.bulkhead.agent.v1.StartProcessResponse\x12\\\n\x0bWaitProcess\x12%.bulkhead.agent.v1.WaitProcessRequest\x1a&.bulkhead.agent.v1.WaitProcessResponse\x12P\n\rSignalProcess\x12\'.bulkhead.agent.v1.SignalProcessRequest\x1a\x16.google.protobuf.Empty\x12H\n\tResizePty\x12#.bulkhead.agent.v1.ResizePtyRequest\x1a\x16.google.protobuf.Empty\x12P\n\rDeleteProcess\x12\'.bulkhead.agent.v1.DeleteProcessRequest\x1a\x16.google.protobuf.Empty\x12S\n\x08ListPids\x12\".bulkhead.agent.v1.ListPidsRequest\x1a#.bulkhead.agent.v1.ListPidsResponse\x12M\n\x0ePauseContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12N\n\x0fResumeContainer\x12#.bulkhead.agent.v1.ContainerRequest\x1a\x16.google.protobuf.Empty\x12T\n\x0fUpdateContainer\x12).bulkhead.agent.v1.UpdateContainerRequest\x1a\x16.google.protobuf.Empty\x12`\n\x0e\x43ontainerStats\x12#.bulkhead.agent.v1.ContainerRequest\x1a).bulkhead.agent.v1.ContainerStatsResponse\x12K\n\nGuestStats\x12\x16.google.protobuf.Empty\x1a%.bulkhead.agent.v1.GuestStatsResponse\x12>\n\x07WaitOOM\x12\x16.google.protobuf.Empty\x1a\x1b.bulkhead.agent.v1.OOMEvent\x12T\n\x0fRemoveContainer\x12).bulkhead.agent.v1.RemoveContainerRequest\x1a\x16.google.protobuf.Empty\x12_\n\x0cSetupSandbox\x12&.bulkhead.agent.v1.SetupSandboxRequest\x1a\'.bulkhead.agent.v1.SetupSandboxResponse\x12V\n\x10\x43onfigureNetwork\x12*.bulkhead.agent.v1.ConfigureNetworkRequest\x1a\x16.google.protobuf.Empty\x12L\n\x0b\x46orwardPort\x12%.bulkhead.agent.v1.ForwardPortRequest\x1a\x16.google.protobuf.Empty\x12\x41\n\x0fPrepareTemplate\x12\x16.google.protobuf.Empty\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,48 +59,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WAITPROCESSRESPONSE']._serialized_end=972
   _globals['_SIGNALPROCESSREQUEST']._serialized_start=974
   _globals['_SIGNALPROCESSREQUEST']._serialized_end=1064
-  _globals['_CLOSESTDINREQUEST']._serialized_start=1066
-  _globals['_CLOSESTDINREQUEST']._serialized_end=1124
-  _globals['_RESIZEPTYREQUEST']._serialized_start=1126
-  _globals['_RESIZEPTYREQUEST']._serialized_end=1214
-  _globals['_DELETEPROCESSREQUEST']._serialized_start=1216
-  _globals['_DELETEPROCESSREQUEST']._serialized_end=1277
-  _globals['_LISTPIDSREQUEST']._serialized_start=1279
-  _globals['_LISTPIDSREQUEST']._serialized_end=1318
-  _globals['_PROCESSPID']._serialized_start=1320
-  _globals['_PROCESSPID']._serialized_end=1362
-  _globals['_LISTPIDSRESPONSE']._serialized_start=1364
-  _globals['_LISTPIDSRESPONSE']._serialized_end=1432
-  _globals['_CONTAINERREQUEST']._serialized_start=1434
-  _globals['_CONTAINERREQUEST']._serialized_end=1474
-  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1476
-  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1541
-  _globals['_CONTAINERSTATSRESPONSE']._serialized_start=1543
-  _globals['_CONTAINERSTATSRESPONSE']._serialized_end=1584
-  _globals['_GUESTSTATSRESPONSE']._serialized_start=1587
-  _globals['_GUESTSTATSRESPONSE']._serialized_end=1908
-  _globals['_GUESTSTATSRESPONSE_CPUSECONDSENTRY']._serialized_start=1859
-  _globals['_GUESTSTATSRESPONSE_CPUSECONDSENTRY']._serialized_end=1908
-  _globals['_OOMEVENT']._serialized_start=1910
-  _globals['_OOMEVENT']._serialized_end=1961
-  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1963
-  _globals['_REMOVECONTAINERREQUEST']._serialized_end=2009
-  _globals['_SETUPSANDBOXREQUEST']._serialized_start=2012
-  _globals['_SETUPSANDBOXREQUEST']._serialized_end=2295
-  _globals['_SETUPSANDBOXREQUEST_SYSCTLSENTRY']._serialized_start=2249
-  _globals['_SETUPSANDBOXREQUEST_SYSCTLSENTRY']._serialized_end=2295
-  _globals['_SETUPSANDBOXRESPONSE']._serialized_start=2297
-  _globals['_SETUPSANDBOXRESPONSE']._serialized_end=2338
-  _globals['_PODADDRESS']._serialized_start=2340
-  _globals['_PODADDRESS']._serialized_end=2384
-  _globals['_PODROUTE']._serialized_start=2386
-  _globals['_PODROUTE']._serialized_end=2485
-  _globals['_PODINTERFACE']._serialized_start=2488
-  _globals['_PODINTERFACE']._serialized_end=2637
-  _globals['_FORWARDPORTREQUEST']._serialized_start=2639
-  _globals['_FORWARDPORTREQUEST']._serialized_end=2725
-  _globals['_CONFIGURENETWORKREQUEST']._serialized_start=2727
-  _globals['_CONFIGURENETWORKREQUEST']._serialized_end=2805
-  _globals['_AGENT']._serialized_start=2808
-  _globals['_AGENT']._serialized_end=4625
+  _globals['_RESIZEPTYREQUEST']._serialized_start=1066
+  _globals['_RESIZEPTYREQUEST']._serialized_end=1154
+  _globals['_DELETEPROCESSREQUEST']._serialized_start=1156
+  _globals['_DELETEPROCESSREQUEST']._serialized_end=1217
+  _globals['_LISTPIDSREQUEST']._serialized_start=1219
+  _globals['_LISTPIDSREQUEST']._serialized_end=1258
+  _globals['_PROCESSPID']._serialized_start=1260
+  _globals['_PROCESSPID']._serialized_end=1302
+  _globals['_LISTPIDSRESPONSE']._serialized_start=1304
+  _globals['_LISTPIDSRESPONSE']._serialized_end=1372
+  _globals['_CONTAINERREQUEST']._serialized_start=1374
+  _globals['_CONTAINERREQUEST']._serialized_end=1414
+  _globals['_UPDATECONTAINERREQUEST']._serialized_start=1416
+  _globals['_UPDATECONTAINERREQUEST']._serialized_end=1481
+  _globals['_CONTAINERSTATSRESPONSE']._serialized_start=1483
+  _globals['_CONTAINERSTATSRESPONSE']._serialized_end=1524
+  _globals['_GUESTSTATSRESPONSE']._serialized_start=1527
+  _globals['_GUESTSTATSRESPONSE']._serialized_end=1848
+  _globals['_GUESTSTATSRESPONSE_CPUSECONDSENTRY']._serialized_start=1799
+  _globals['_GUESTSTATSRESPONSE_CPUSECONDSENTRY']._serialized_end=1848
+  _globals['_OOMEVENT']._serialized_start=1850
+  _globals['_OOMEVENT']._serialized_end=1901
+  _globals['_REMOVECONTAINERREQUEST']._serialized_start=1903
+  _globals['_REMOVECONTAINERREQUEST']._serialized_end=1949
+  _globals['_SETUPSANDBOXREQUEST']._serialized_start=1952
+  _globals['_SETUPSANDBOXREQUEST']._serialized_end=2235
+  _globals['_SETUPSANDBOXREQUEST_SYSCTLSENTRY']._serialized_start=2189
+  _globals['_SETUPSANDBOXREQUEST_SYSCTLSENTRY']._serialized_end=2235
+  _globals['_SETUPSANDBOXRESPONSE']._serialized_start=2237
+  _globals['_SETUPSANDBOXRESPONSE']._serialized_end=2278
+  _globals['_PODADDRESS']._serialized_start=2280
+  _globals['_PODADDRESS']._serialized_end=2324
+  _globals['_PODROUTE']._serialized_start=2326
+  _globals['_PODROUTE']._serialized_end=2425
+  _globals['_PODINTERFACE']._serialized_start=2428
+  _globals['_PODINTERFACE']._serialized_end=2577
+  _globals['_FORWARDPORTREQUEST']._serialized_start=2579
+  _globals['_FORWARDPORTREQUEST']._serialized_end=2665
+  _globals['_CONFIGURENETWORKREQUEST']._serialized_start=2667
+  _globals['_CONFIGURENETWORKREQUEST']._serialized_end=2745
+  _globals['_AGENT']._serialized_start=2748
+  _globals['_AGENT']._serialized_end=4429
 # @@protoc_insertion_point(module_scope)

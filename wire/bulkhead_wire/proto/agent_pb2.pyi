@@ -120,14 +120,6 @@ class SignalProcessRequest(_message.Message):
     all: bool
     def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ..., signal: _Optional[int] = ..., all: _Optional[bool] = ...) -> None: ...
 
-class CloseStdinRequest(_message.Message):
-    __slots__ = ("container_id", "exec_id")
-    CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
-    EXEC_ID_FIELD_NUMBER: _ClassVar[int]
-    container_id: str
-    exec_id: str
-    def __init__(self, container_id: _Optional[str] = ..., exec_id: _Optional[str] = ...) -> None: ...
-
 class ResizePtyRequest(_message.Message):
     __slots__ = ("container_id", "exec_id", "width", "height")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -24,7 +24,6 @@ KIND_EOF = 2
 KIND_CREDIT = 3
 MAX_CHUNK = 64 * 1024
 WINDOW = 1024 * 1024
-MAGIC = b"BHAGENT1"  # written once by the agent on each channel when the host is connected
 
 
 class ChannelClosed(ConnectionError):

@@ -1,15 +1,14 @@
-"""Process-table helpers: find what a test instance started and end it by pid."""
+"""The process table: find processes by their argv (the shims of a containerd, the containerd
+daemons of a host) and end them by pid."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -91,14 +90,3 @@ def kill_and_wait(
             time.sleep(0.05)
     return pending
 
-
-def terminate(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
-    """SIGTERM a child, SIGKILL it if it is still there after timeout, and reap it."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()

@@ -1,7 +1,10 @@
 """`bulkhead demo`: run one container through containerd with the Bulkhead runtime and show that
 it ran in a guest kernel, with the shim's boot-phase timings.
 
-    python3 -m bulkhead.devenv.demo [--runtime R] [--system-containerd] [--containerd V]
+    bulkhead demo [--runtime R] [--containerd PATH | --containerd-version V] [--system-containerd]
+
+The private containerd runs the binary given by --containerd, else the node's own `containerd`
+on PATH, else a development install of `make install` (--containerd-version picks one).
 """
 
 from __future__ import annotations
@@ -13,66 +16,27 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from bulkhead.devenv.containerd import (
-    INSTALLS,
-    SYSTEM_ADDRESS,
-    ContainerdError,
-    CtrClient,
-    PrivateContainerd,
+from bulkhead.demo.binaries import DEV_INSTALLS, find_containerd
+from bulkhead.demo.container import (
+    BOOT_PHASES_MARKER,
+    BULKHEAD_RUNTIME,
+    DEMO_IMAGE_TAR,
+    IMAGE_FIX,
+    DemoResult,
+    find_boot_phases,
+    run_container,
 )
-
-BULKHEAD_RUNTIME = "io.containerd.bulkhead.v2"
-DEFAULT_VERSION = "1.6"  # the private containerd the demo starts unless told otherwise
-DEMO_IMAGE = "docker.io/bulkhead/demo:latest"
-DEMO_IMAGE_TAR = Path("/usr/local/share/bulkhead/demo-image.tar")
-BOOT_PHASES_MARKER = "boot phases"
-DEMO_SCRIPT = (
-    'echo "hello from the guest: kernel $(uname -r)"; '
-    'echo "guest sees $(nproc) cpu(s) and $(awk \'/MemTotal/ {print $2}\' /proc/meminfo) kB"'
-)
-
-
-@dataclass
-class DemoResult:
-    """What one demo run produced; printed by run_demo, returned for tests and the CLI."""
-
-    exit_status: int
-    stdout: str
-    stderr: str
-    seconds: float
-    boot_phases: str | None = None
-    log_tail: str = ""
+from bulkhead.demo.ctr import DEMO_NAMESPACE, CtrClient
+from bulkhead.demo.errors import ContainerdError
+from bulkhead.demo.instance import PrivateContainerd
+from bulkhead.demo.shared_dirs import SYSTEM_ADDRESS
 
 
 def _say(out: TextIO, text: str) -> None:
     print(text, file=out, flush=True)
-
-
-def find_boot_phases(log_text: str) -> str | None:
-    """The last shim log line carrying the boot-phase timings, without logrus decoration."""
-    lines = [line for line in log_text.splitlines() if BOOT_PHASES_MARKER in line]
-    if not lines:
-        return None
-    line = lines[-1]
-    text = line[line.find(BOOT_PHASES_MARKER):]
-    end = text.find('" ')  # the closing quote of logrus' msg="..."
-    return (text[:end] if end >= 0 else text.rstrip('"')).replace('\\"', '"')
-
-
-def run_container(client: CtrClient, runtime: str, timeout: float) -> DemoResult:
-    """`ctr run --rm` the demo image once with the given runtime; measures the wall time."""
-    container_id = f"bulkhead-demo-{secrets.token_hex(4)}"
-    start = time.monotonic()
-    res = client.ctr(
-        "run", "--runtime", runtime, "--rm", DEMO_IMAGE, container_id, "sh", "-c", DEMO_SCRIPT,
-        check=False, timeout=timeout,
-    )
-    return DemoResult(res.returncode, res.stdout, res.stderr, time.monotonic() - start)
 
 
 def system_containerd_log(since: float) -> str:
@@ -102,13 +66,13 @@ def report(out: TextIO, result: DemoResult, runtime: str) -> None:
         _say(out, f"no '{BOOT_PHASES_MARKER}' line in the containerd log (runtime {runtime})")
 
 
-def _demo_private(
-    out: TextIO, runtime: str, version: str, image_tar: Path, timeout: float
-) -> DemoResult:
+def _demo_private(out: TextIO, runtime: str, containerd: str | None, version: str | None,
+                  image_tar: Path, timeout: float) -> DemoResult:
+    binaries = find_containerd(containerd, version)
     name = f"demo-{secrets.token_hex(3)}"
-    with PrivateContainerd(name=name, version=version, namespace="bulkhead-demo") as ctrd:
-        exact = ctrd.install.exact_version()
-        _say(out, f"bulkhead demo: private containerd {exact} at {ctrd.address}, runtime {runtime}")
+    with PrivateContainerd(name=name, binaries=binaries, namespace=DEMO_NAMESPACE) as ctrd:
+        _say(out, f"bulkhead demo: private containerd {binaries.exact_version()} "
+                  f"({binaries.containerd}) at {ctrd.address}, runtime {runtime}")
         ctrd.import_image(image_tar)
         result = run_container(ctrd, runtime, timeout)
         result.boot_phases = find_boot_phases(ctrd.log_text())
@@ -117,10 +81,11 @@ def _demo_private(
     return result
 
 
-def _demo_system(out: TextIO, runtime: str, image_tar: Path, timeout: float) -> DemoResult:
+def _demo_system(out: TextIO, runtime: str, containerd: str | None, image_tar: Path,
+                 timeout: float) -> DemoResult:
     if not SYSTEM_ADDRESS.is_socket():
         raise ContainerdError(f"no system containerd socket at {SYSTEM_ADDRESS}")
-    client = CtrClient(INSTALLS["1.6"].ctr, SYSTEM_ADDRESS, namespace="bulkhead-demo")
+    client = CtrClient(find_containerd(containerd).ctr, SYSTEM_ADDRESS, namespace=DEMO_NAMESPACE)
     _say(out, f"bulkhead demo: system containerd at {SYSTEM_ADDRESS}, runtime {runtime}")
     since = time.time()
     client.import_image(image_tar)
@@ -132,7 +97,8 @@ def _demo_system(out: TextIO, runtime: str, image_tar: Path, timeout: float) -> 
 def run_demo(
     use_system_containerd: bool,
     runtime: str = BULKHEAD_RUNTIME,
-    containerd_version: str = DEFAULT_VERSION,
+    containerd: str | None = None,
+    containerd_version: str | None = None,
     image_tar: Path = DEMO_IMAGE_TAR,
     timeout: float = 120.0,
     out: TextIO | None = None,
@@ -140,13 +106,14 @@ def run_demo(
     """Run the demo end to end and clean up; returns ctr's exit status (0 = success)."""
     out = out or sys.stdout
     if not image_tar.is_file():
-        _say(out, f"demo image {image_tar} is missing: run `make install`")
+        _say(out, f"demo image {image_tar} is missing: {IMAGE_FIX}, or give --image PATH")
         return 2
     try:
         if use_system_containerd:
-            result = _demo_system(out, runtime, image_tar, timeout)
+            result = _demo_system(out, runtime, containerd, image_tar, timeout)
         else:
-            result = _demo_private(out, runtime, containerd_version, image_tar, timeout)
+            result = _demo_private(out, runtime, containerd, containerd_version, image_tar,
+                                   timeout)
     except ContainerdError as exc:
         _say(out, f"bulkhead demo failed: {exc}")
         return 1
@@ -155,35 +122,40 @@ def run_demo(
 
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The demo's options; the `bulkhead demo` sub-command can reuse this on its sub-parser."""
-    p = parser or argparse.ArgumentParser(prog="bulkhead demo", description=__doc__.split("\n")[0])
+    """The demo's options, on the `bulkhead demo` sub-parser (or a parser of its own)."""
+    p = parser or argparse.ArgumentParser(prog="bulkhead demo",
+                                          description=(__doc__ or "").split("\n")[0])
     p.add_argument("--runtime", default=BULKHEAD_RUNTIME, help=f"default {BULKHEAD_RUNTIME}")
     p.add_argument("--system-containerd", action="store_true",
                    help=f"use the system containerd at {SYSTEM_ADDRESS} instead of a private one")
-    p.add_argument("--containerd", "--containerd-version", dest="containerd_version",
-                   default=DEFAULT_VERSION, choices=sorted(INSTALLS),
-                   help=f"version of the private containerd (default {DEFAULT_VERSION})")
+    p.add_argument("--containerd", metavar="PATH", default=None,
+                   help="containerd binary of the private instance (default: `containerd` on "
+                        "PATH, else a development install); its ctr is the one beside it. A "
+                        "version X.Y names a development install, as --containerd-version")
+    p.add_argument("--containerd-version", default=None, choices=sorted(DEV_INSTALLS),
+                   help="use this development install of `make install` instead")
     p.add_argument("--image", type=Path, default=DEMO_IMAGE_TAR, help=f"default {DEMO_IMAGE_TAR}")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds for `ctr run`")
     return p
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run the demo as parsed by build_parser (here or on the `bulkhead demo` sub-parser)."""
+def run(args: argparse.Namespace) -> int:
+    """Run the demo as parsed by build_parser (the `bulkhead` command's sub-command interface)."""
+    containerd, version = args.containerd, args.containerd_version
+    if containerd in DEV_INSTALLS and not os.path.exists(containerd):
+        containerd, version = None, containerd  # `--containerd 1.7`, as before --containerd PATH
     return run_demo(
         use_system_containerd=args.system_containerd,
         runtime=args.runtime,
-        containerd_version=args.containerd_version,
+        containerd=containerd,
+        containerd_version=version,
         image_tar=args.image,
         timeout=args.timeout,
     )
 
 
-run = run_from_args  # the `bulkhead` command's sub-command interface
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_from_args(build_parser().parse_args(argv))
+def main(argv: list[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import os
 
+from bulkhead_wire.guest_abi import AGENT_SERVICE
 from bulkhead_wire.netlink.model import Interface
 from bulkhead_wire.proto import agent_pb2
 from bulkhead_wire.ttrpc import Client
 from google.protobuf import empty_pb2
 
-from bulkhead.monitor.rpc_stats import RpcStats
-from bulkhead.monitor.timed_client import TimedClient
+from bulkhead.agent.rpc_stats import RpcStats
+from bulkhead.agent.timed_client import TimedClient
 
-SERVICE = "bulkhead.agent.v1.Agent"
 SIGNAL_DEADLINE = 10.0  # a signal is delivered at once by a working agent
 
 
@@ -25,7 +25,7 @@ class AgentClient:
 
     async def check(self, timeout: float = 10.0) -> agent_pb2.CheckResponse:
         """Health check plus the guest's boot phase uptimes."""
-        return await self._client.call(SERVICE, "Check", agent_pb2.CheckRequest(),
+        return await self._client.call(AGENT_SERVICE, "Check", agent_pb2.CheckRequest(),
                                        agent_pb2.CheckResponse, timeout)
 
     async def create_container(self, container_id: str, bundle: str, terminal: bool,
@@ -35,7 +35,7 @@ class AgentClient:
             container_id=container_id, bundle=bundle, terminal=terminal,
             stdio=agent_pb2.StdioStreams(stdin=streams[0], stdout=streams[1],
                                          stderr=streams[2]))
-        resp = await self._client.call(SERVICE, "CreateContainer", req,
+        resp = await self._client.call(AGENT_SERVICE, "CreateContainer", req,
                                        agent_pb2.CreateContainerResponse)
         return resp.pid
 
@@ -47,12 +47,12 @@ class AgentClient:
             stdio=agent_pb2.StdioStreams(stdin=streams[0], stdout=streams[1],
                                          stderr=streams[2]),
             process=process_json)
-        await self._client.call(SERVICE, "ExecProcess", req, empty_pb2.Empty)
+        await self._client.call(AGENT_SERVICE, "ExecProcess", req, empty_pb2.Empty)
 
     async def start_process(self, container_id: str, exec_id: str = "") -> int:
         """Start the init (or an exec) process; returns its guest pid."""
         resp = await self._client.call(
-            SERVICE, "StartProcess",
+            AGENT_SERVICE, "StartProcess",
             agent_pb2.StartProcessRequest(container_id=container_id, exec_id=exec_id),
             agent_pb2.StartProcessResponse)
         return resp.pid
@@ -61,7 +61,7 @@ class AgentClient:
                            exec_id: str = "") -> agent_pb2.WaitProcessResponse:
         """Block until the process exited and its output was sent."""
         return await self._client.call(
-            SERVICE, "WaitProcess",
+            AGENT_SERVICE, "WaitProcess",
             agent_pb2.WaitProcessRequest(container_id=container_id, exec_id=exec_id),
             agent_pb2.WaitProcessResponse, timeout=None)
 
@@ -69,23 +69,16 @@ class AgentClient:
                              all_processes: bool = False) -> None:
         """Deliver a signal inside the guest."""
         await self._client.call(
-            SERVICE, "SignalProcess",
+            AGENT_SERVICE, "SignalProcess",
             agent_pb2.SignalProcessRequest(container_id=container_id, exec_id=exec_id,
                                            signal=signal, all=all_processes),
             empty_pb2.Empty, timeout=SIGNAL_DEADLINE)
-
-    async def close_stdin(self, container_id: str, exec_id: str = "") -> None:
-        """Close the process's stdin once what was sent is written."""
-        await self._client.call(
-            SERVICE, "CloseStdin",
-            agent_pb2.CloseStdinRequest(container_id=container_id, exec_id=exec_id),
-            empty_pb2.Empty)
 
     async def resize_pty(self, container_id: str, exec_id: str, width: int,
                          height: int) -> None:
         """Window size of a terminal process."""
         await self._client.call(
-            SERVICE, "ResizePty",
+            AGENT_SERVICE, "ResizePty",
             agent_pb2.ResizePtyRequest(container_id=container_id, exec_id=exec_id, width=width,
                                        height=height),
             empty_pb2.Empty)
@@ -93,13 +86,13 @@ class AgentClient:
     async def delete_process(self, container_id: str, exec_id: str) -> None:
         """Forget an exec that is no longer running."""
         await self._client.call(
-            SERVICE, "DeleteProcess",
+            AGENT_SERVICE, "DeleteProcess",
             agent_pb2.DeleteProcessRequest(container_id=container_id, exec_id=exec_id),
             empty_pb2.Empty)
 
     async def list_pids(self, container_id: str) -> list[agent_pb2.ProcessPid]:
         """Guest pids of the container's processes, execs marked with their id."""
-        resp = await self._client.call(SERVICE, "ListPids",
+        resp = await self._client.call(AGENT_SERVICE, "ListPids",
                                        agent_pb2.ListPidsRequest(container_id=container_id),
                                        agent_pb2.ListPidsResponse)
         return list(resp.processes)
@@ -113,33 +106,33 @@ class AgentClient:
         await self._container_call("ResumeContainer", container_id)
 
     async def _container_call(self, method: str, container_id: str) -> None:
-        await self._client.call(SERVICE, method,
+        await self._client.call(AGENT_SERVICE, method,
                                 agent_pb2.ContainerRequest(container_id=container_id),
                                 empty_pb2.Empty)
 
     async def update(self, container_id: str, resources_json: bytes) -> None:
         """Apply OCI LinuxResources to the container's cgroup."""
         await self._client.call(
-            SERVICE, "UpdateContainer",
+            AGENT_SERVICE, "UpdateContainer",
             agent_pb2.UpdateContainerRequest(container_id=container_id,
                                              resources=resources_json),
             empty_pb2.Empty)
 
     async def stats(self, container_id: str) -> bytes:
         """cgroup v2 metrics of the container (a serialized io.containerd.cgroups.v2.Metrics)."""
-        resp = await self._client.call(SERVICE, "ContainerStats",
+        resp = await self._client.call(AGENT_SERVICE, "ContainerStats",
                                        agent_pb2.ContainerRequest(container_id=container_id),
                                        agent_pb2.ContainerStatsResponse)
         return resp.metrics
 
     async def guest_stats(self, timeout: float) -> agent_pb2.GuestStatsResponse:
         """The whole guest's memory and CPU time."""
-        return await self._client.call(SERVICE, "GuestStats", empty_pb2.Empty(),
+        return await self._client.call(AGENT_SERVICE, "GuestStats", empty_pb2.Empty(),
                                        agent_pb2.GuestStatsResponse, timeout)
 
     async def wait_oom(self) -> agent_pb2.OOMEvent:
         """Long poll: the next OOM kill recorded in any container."""
-        return await self._client.call(SERVICE, "WaitOOM", empty_pb2.Empty(),
+        return await self._client.call(AGENT_SERVICE, "WaitOOM", empty_pb2.Empty(),
                                        agent_pb2.OOMEvent, timeout=None)
 
     async def setup_sandbox(self, hostname: str, mount_share: bool = True,
@@ -152,7 +145,7 @@ class AgentClient:
                                             mount_share=mount_share, sysctls=sysctls or {},
                                             io_engine=io_engine, debug_shell=debug_shell)
         req.wall_clock.GetCurrentTime()
-        resp = await self._client.call(SERVICE, "SetupSandbox", req,
+        resp = await self._client.call(AGENT_SERVICE, "SetupSandbox", req,
                                        agent_pb2.SetupSandboxResponse, timeout=10.0)
         return resp.io_engine
 
@@ -160,7 +153,7 @@ class AgentClient:
         """Have the agent connect to port on the VM's loopback, relayed over two streams."""
         req = agent_pb2.ForwardPortRequest(port=port, to_guest_stream=to_guest,
                                            from_guest_stream=from_guest)
-        await self._client.call(SERVICE, "ForwardPort", req, empty_pb2.Empty, timeout=10.0)
+        await self._client.call(AGENT_SERVICE, "ForwardPort", req, empty_pb2.Empty, timeout=10.0)
 
     async def configure_network(self, interfaces: list[Interface]) -> None:
         """Give the guest the pod's interfaces (their traffic reaches its NIC through a tap)."""
@@ -169,16 +162,16 @@ class AgentClient:
         req = agent_pb2.ConfigureNetworkRequest()
         for interface in interfaces:
             json_format.ParseDict(interface.to_dict(), req.interfaces.add())
-        await self._client.call(SERVICE, "ConfigureNetwork", req, empty_pb2.Empty,
+        await self._client.call(AGENT_SERVICE, "ConfigureNetwork", req, empty_pb2.Empty,
                                 timeout=30.0)
 
     async def prepare_template(self) -> None:
         """Warm the guest for its clones; it announces READY on the console once hung up."""
-        await self._client.call(SERVICE, "PrepareTemplate", empty_pb2.Empty(), empty_pb2.Empty,
-                                timeout=60.0)
+        await self._client.call(AGENT_SERVICE, "PrepareTemplate", empty_pb2.Empty(),
+                                empty_pb2.Empty, timeout=60.0)
 
     async def remove_container(self, container_id: str) -> None:
         """crun delete --force and forget the container."""
-        await self._client.call(SERVICE, "RemoveContainer",
+        await self._client.call(AGENT_SERVICE, "RemoveContainer",
                                 agent_pb2.RemoveContainerRequest(container_id=container_id),
                                 empty_pb2.Empty, timeout=10.0)

@@ -1,7 +1,8 @@
 """The few CRI calls a private containerd needs to clean up after tests: list, stop and remove
 every pod sandbox, so containerd itself runs CNI DEL (veths, leases, portmap rules) and removes
-netns mounts, before the instance is torn down. The full CRI client is test-only (tests/cri);
-these three messages are declared here in a private descriptor pool instead.
+netns mounts, before the instance is torn down. The full CRI client (tests/cri) needs its
+generated runtime_v1_pb2; these three messages are declared here in a private descriptor pool, so
+the harness (and the benchmarks) need only grpcio and protobuf.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ CALL_TIMEOUT = 180.0  # stopping a VM-backed pod under TCG can take a while
 def _messages() -> dict[str, Any]:  # classes made at run time: no static fields
     """PodSandboxId{1: id}, Empty{}, PodSandbox{1: id} and ListPodSandboxResponse{1: items}:
     the field numbers of runtime.v1 that these calls use (message names never travel)."""
-    proto = descriptor_pb2.FileDescriptorProto(name="bulkhead_devenv_cri.proto",
-                                               package="bulkhead.devenv.cri", syntax="proto3")
+    proto = descriptor_pb2.FileDescriptorProto(name="bulkhead_harness_cri.proto",
+                                               package="bulkhead.harness.cri", syntax="proto3")
     string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
     optional = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
     repeated = descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED
@@ -34,12 +35,12 @@ def _messages() -> dict[str, Any]:  # classes made at run time: no static fields
     proto.message_type.add(name="ListPodSandboxResponse").field.add(
         name="items", number=1, label=repeated,
         type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
-        type_name=".bulkhead.devenv.cri.PodSandbox")
+        type_name=".bulkhead.harness.cri.PodSandbox")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     names = ("Empty", "PodSandboxId", "PodSandbox", "ListPodSandboxResponse")
     return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(
-        f"bulkhead.devenv.cri.{n}")) for n in names}
+        f"bulkhead.harness.cri.{n}")) for n in names}
 
 
 def _unary(channel: Any, method: str, response: str) -> Callable[..., Any]:

@@ -10,7 +10,7 @@ import time
 import urllib.request
 from types import TracebackType
 
-from bulkhead.devenv import procs
+from harness.procs import terminate
 
 START_TIMEOUT = 20.0  # seconds for the monitor to print its address
 
@@ -48,6 +48,6 @@ class MonitorProcess:
                  tb: TracebackType | None) -> None:
         if self.proc is None:
             return
-        procs.terminate(self.proc)
+        terminate(self.proc)
         if self.proc.stderr is not None:
             self.proc.stderr.close()

@@ -8,7 +8,7 @@ from typing import TypeVar
 from bulkhead_wire.ttrpc import Client, TtrpcError
 from google.protobuf.message import Message
 
-from bulkhead.monitor.rpc_stats import RpcStats
+from bulkhead.agent.rpc_stats import RpcStats
 
 CONNECTION = "connection"  # the error "code" of a call whose link to the agent broke
 
