@@ -9,6 +9,8 @@
 #   make bench-pods  pods through CRI, Bulkhead vs runc (BENCH_ARGS="-n 5 ..."; needs `install`)
 #   make bench-stdio stdio throughput, runc vs Bulkhead's C and Python engines
 #                  (BENCH_ARGS="--size-mib 64 ..."; needs `install`)
+#   make bench-files file I/O and exec inside containers, runc vs gVisor vs Bulkhead
+#                  (BENCH_ARGS="-n 3 --rows exec,files ..."; needs `install`)
 #   make clean     remove build artefacts from the work tree (not what `install` installed)
 
 SHELL := /bin/bash
@@ -22,6 +24,7 @@ PY          := $(VENV)/bin/python
 BIN_DIR     ?= /usr/local/bin
 DEMO_TAR    ?= /usr/local/share/bulkhead/demo-image.tar
 PAUSE_TAR   ?= /usr/local/share/bulkhead/pause-image.tar
+PYTHON_TAR  ?= /usr/local/share/bulkhead/python-image.tar
 GUEST_BUILD := packaging/build-guest-image
 # Installed into $(BIN_DIR) from the venv.
 ENTRY_POINTS := containerd-shim-bulkhead-v2 bulkhead
@@ -41,7 +44,7 @@ LOCK_STAMP  := $(VENV)/.bulkhead-lock-sha256
 LOCK_ARGS   ?= --upgrade
 
 .PHONY: install deps venv package links demo-image guest-image template demo test pytest lint clean \
-        bench-pods bench-stdio lock
+        bench-pods bench-stdio bench-files lock
 
 install: deps venv package links demo-image guest-image template
 
@@ -92,6 +95,7 @@ links: package
 demo-image: deps
 	$(HOST_PYTHON) packaging/demo-image/build --out $(DEMO_TAR)
 	$(HOST_PYTHON) packaging/demo-image/build --image pause --out $(PAUSE_TAR)
+	$(HOST_PYTHON) packaging/demo-image/build --image python --out $(PYTHON_TAR)
 
 # Built by packaging/build-guest-image when that script exists (another part of the tree).
 guest-image: package
@@ -149,6 +153,12 @@ bench-pods:
 # Bulkhead with io_engine c and python (bench/stdio_throughput.py; figures only). Installs nothing.
 bench-stdio:
 	$(PY) bench/stdio_throughput.py $(BENCH_ARGS)
+
+# Exec, small files, dd, syscalls, CPU, Python imports and tar timed inside `ctr run` containers,
+# runc vs gVisor (runsc, from install-deps) vs Bulkhead (bench/file_io.py; figures only; the
+# Python row uses $(PYTHON_TAR) from demo-image). Installs nothing.
+bench-files:
+	$(PY) bench/file_io.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis out

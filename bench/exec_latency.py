@@ -31,7 +31,7 @@ def time_execs(ctd: PrivateContainerd, cid: str, n: int) -> list[float]:
 def measure(ctd: PrivateContainerd, runtime: Runtime, n: int) -> list[float]:
     """Start one sleeping container with the runtime, exec into it n times, remove it."""
     cid = f"bench-{secrets.token_hex(4)}"
-    ctd.ctr("run", *runtime.run_args(), "-d", DEMO_IMAGE, cid, "sleep", "3600", timeout=120)
+    ctd.ctr("run", *runtime.run_args(ctd), "-d", DEMO_IMAGE, cid, "sleep", "3600", timeout=120)
     try:
         time_execs(ctd, cid, 1)  # warm-up (first exec pays for page-cache misses)
         return time_execs(ctd, cid, n)

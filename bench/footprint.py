@@ -33,8 +33,8 @@ from runtime_comparison import (
 )
 
 SHIM_DAEMON = "bulkhead.shim.daemon"
-PARTS = {"runc": ("shim", "container processes"), "bulkhead": ("shim", "QEMU"),
-         "bulkhead-cold": ("shim", "QEMU")}
+PARTS = {"runc": ("shim", "container processes"), "gvisor": ("shim", "runsc sandbox"),
+         "bulkhead": ("shim", "QEMU"), "bulkhead-cold": ("shim", "QEMU")}
 KINDS = ("guest RAM", "TCG translation buffer", "other anonymous", "kernel image file",
          "initrd file", "QEMU binary and libraries")
 PAGE_KIB = 4
@@ -135,7 +135,7 @@ def start_idle(ctd: PrivateContainerd, runtime: Runtime, cids: list[str], n: int
     for _ in range(n):
         cid = new_container_id()
         cids.append(cid)
-        ctd.ctr("run", *runtime.run_args(), "-d", DEMO_IMAGE, cid, "sleep", "3600",
+        ctd.ctr("run", *runtime.run_args(ctd), "-d", DEMO_IMAGE, cid, "sleep", "3600",
                 timeout=120)
 
 
@@ -175,6 +175,20 @@ def measure_runc(ctd: PrivateContainerd, cid: str) -> dict[str, int]:
     shims = shim_pids(ctd, RUNTIMES["runc"], cid)
     return {"shim": sum(map(pss_kib, shims)),
             "container processes": sum(map(pss_kib, container_pids(ctd, cid)))}
+
+
+def measure_gvisor(ctd: PrivateContainerd, cid: str, children: dict[int, list[int]]
+                   ) -> dict[str, int]:
+    """gVisor: the runc shim, and runsc's sandbox and gofer (named by the container's bundle or
+    id) with their children (the sandbox's systrap stubs)."""
+    def runsc_of(p: procs.Proc) -> bool:
+        return p.exe_name.startswith("runsc") and any(
+            a == cid or a.endswith(f"/{cid}") for a in p.argv)
+    sandbox: set[int] = set()
+    for proc in procs.find_processes(runsc_of):
+        sandbox |= with_descendants(proc.pid, children)
+    return {"shim": sum(map(pss_kib, shim_pids(ctd, RUNTIMES["runc"], cid))),
+            "runsc sandbox": sum(map(pss_kib, sandbox))}
 
 
 def measure_bulkhead(ctd: PrivateContainerd, cid: str, qemu_pid: int,
@@ -319,6 +333,8 @@ def measure_all(ctd: PrivateContainerd, runtime: Runtime, cids: list[str]) -> Ru
             qemu_pid = checked_qemu_pid(table[cid][0])
             parts.append(measure_bulkhead(ctd, cid, qemu_pid, children))
             qemu.append(qemu_memory(qemu_pid))
+        elif runtime.gvisor:
+            parts.append(measure_gvisor(ctd, cid, children))
         else:
             parts.append(measure_runc(ctd, cid))
     probes = [exec_probe(ctd, cid) for cid in cids]

@@ -29,7 +29,7 @@ READY_TIMEOUT = 120.0  # seconds for every snapshot to carry the guest's figures
 
 def start(ctd: PrivateContainerd, cid: str) -> None:
     """One detached sandbox running `sleep 600`."""
-    ctd.ctr("run", *RUNTIMES["bulkhead"].run_args(), "-d", DEMO_IMAGE, cid, "sleep", "600",
+    ctd.ctr("run", *RUNTIMES["bulkhead"].run_args(ctd), "-d", DEMO_IMAGE, cid, "sleep", "600",
             timeout=180)
 
 

@@ -63,7 +63,7 @@ def finish(proc: subprocess.Popen[str], start: float) -> tuple[float, str]:
 def run_round(ctd: PrivateContainerd, runtime: Runtime, k: int) -> Round:
     """Launch k `ctr run --rm` at once (Popen back to back), wait for all in threads."""
     cids = [new_container_id() for _ in range(k)]
-    argvs = [ctd.ctr_argv("run", *runtime.run_args(), "--rm", DEMO_IMAGE, cid, "echo", "hi")
+    argvs = [ctd.ctr_argv("run", *runtime.run_args(ctd), "--rm", DEMO_IMAGE, cid, "echo", "hi")
              for cid in cids]
     start = time.monotonic()
     running = [subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -88,7 +88,7 @@ def wait_quiet(ctd: PrivateContainerd, timeout: float = 30.0) -> None:
 def warm_up(ctd: PrivateContainerd, runtime: Runtime) -> float:
     """One run alone first: unpacks the image and fills the page cache; returns its time."""
     start = time.monotonic()
-    ctd.ctr("run", *runtime.run_args(), "--rm", DEMO_IMAGE, new_container_id(), "echo", "hi",
+    ctd.ctr("run", *runtime.run_args(ctd), "--rm", DEMO_IMAGE, new_container_id(), "echo", "hi",
             timeout=RUN_TIMEOUT)
     return time.monotonic() - start
 

@@ -1,4 +1,5 @@
-"""Shared frame of the benchmarks: one private containerd, runc and Bulkhead measured in one run."""
+"""Shared frame of the benchmarks: one private containerd, runc, gVisor and Bulkhead measured in
+one run."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import harness_path  # noqa: F401  (tests/ on sys.path: the harness)
 from bulkhead.demo.container import DEMO_IMAGE_TAR
 from bulkhead.demo.errors import ContainerdError
+from harness import runsc
 from harness.containerd import PrivateContainerd
 from interrupts import interrupts_raise, uninterrupted
 
@@ -28,14 +30,18 @@ CONFIGS = {COLD_CONFIG: 'boot = "cold"\n', C_ENGINE_CONFIG: 'io_engine = "c"\n',
 
 @dataclass(frozen=True)
 class Runtime:
-    """A runtime as the benchmarks run it: containerd's name plus a Bulkhead config file."""
+    """A runtime as the benchmarks run it: containerd's name plus a Bulkhead config file, or
+    gVisor (runsc under containerd's runc shim, set up by the harness: harness/runsc.py)."""
 
     name: str
     type: str
     config: str = ""
+    gvisor: bool = False
 
-    def run_args(self) -> list[str]:
-        """The ctr run options that select it."""
+    def run_args(self, ctd: PrivateContainerd) -> list[str]:
+        """The ctr run options that select it in this containerd."""
+        if self.gvisor:
+            return ctd.gvisor_run_args()
         return ["--runtime", self.type] + (["--runtime-config-path", self.config]
                                            if self.config else [])
 
@@ -43,8 +49,13 @@ class Runtime:
     def is_bulkhead(self) -> bool:
         return self.type == BULKHEAD
 
+    def missing(self) -> str | None:
+        """Why this runtime cannot run here (e.g. no runsc installed), or None."""
+        return runsc.missing() if self.gvisor else None
+
 
 RUNTIMES = {r.name: r for r in (Runtime("runc", "io.containerd.runc.v2"),
+                                Runtime("gvisor", runsc.RUNC_SHIM, gvisor=True),
                                 Runtime("bulkhead", BULKHEAD),
                                 Runtime("bulkhead-cold", BULKHEAD, str(COLD_CONFIG)),
                                 Runtime("bulkhead-c", BULKHEAD, str(C_ENGINE_CONFIG)),
@@ -53,8 +64,9 @@ Measure = Callable[[PrivateContainerd, Runtime, int], list[float]]
 
 
 def add_runtimes_option(parser: argparse.ArgumentParser, default: str) -> None:
-    """--runtimes runc,bulkhead,... (bulkhead clones VMs from a template; bulkhead-cold boots
-    each VM; bulkhead-c and bulkhead-python pin the stdio engine, io_engine)."""
+    """--runtimes runc,gvisor,bulkhead,... (gvisor is runsc --platform=systrap; bulkhead clones
+    VMs from a template; bulkhead-cold boots each VM; bulkhead-c and bulkhead-python pin the
+    stdio engine, io_engine)."""
     parser.add_argument("--runtimes", default=default,
                         help=f"comma-separated, from {', '.join(RUNTIMES)} (default {default})")
 
@@ -73,12 +85,20 @@ def add_parts_option(parser: argparse.ArgumentParser, parts: Sequence[str]) -> N
 
 
 def selected(arg: str) -> dict[str, Runtime]:
-    """The runtimes named in --runtimes, in that order."""
+    """The runtimes named in --runtimes, in that order; those that cannot run here are left
+    out with a line saying why."""
     names = [n.strip() for n in arg.split(",") if n.strip()]
     unknown = [n for n in names if n not in RUNTIMES]
     if unknown:
         raise SystemExit(f"unknown runtimes {unknown}; known: {', '.join(RUNTIMES)}")
-    return {n: RUNTIMES[n] for n in names}
+    chosen = {}
+    for name in names:
+        why = RUNTIMES[name].missing()
+        if why:
+            print(f"skipping {name}: {why}")
+        else:
+            chosen[name] = RUNTIMES[name]
+    return chosen
 
 
 @contextlib.contextmanager
@@ -113,12 +133,12 @@ def remove_container(ctd: PrivateContainerd, cid: str) -> None:
             ctd.ctr(*args, check=False)
 
 
-def ratio(values: dict[str, float]) -> str:
-    """Each Bulkhead variant over runc for one figure, as printed by every benchmark."""
-    if not values.get("runc"):
+def ratio(values: dict[str, float], base: str = "runc") -> str:
+    """Each other runtime over runc (or base) for one figure, as printed by every benchmark."""
+    if not values.get(base):
         return "n/a"
-    return ", ".join(f"{name}/runc {value / values['runc']:.2f}x"
-                     for name, value in values.items() if name != "runc")
+    return ", ".join(f"{name}/{base} {value / values[base]:.2f}x"
+                     for name, value in values.items() if name != base)
 
 
 def compare(title: str, measure: Measure, n: int, version: str,

@@ -23,7 +23,7 @@ def time_runs(ctd: PrivateContainerd, runtime: Runtime, n: int) -> list[float]:
     times = []
     for _ in range(n + 1):
         start = time.monotonic()
-        ctd.ctr("run", *runtime.run_args(), "--rm", DEMO_IMAGE,
+        ctd.ctr("run", *runtime.run_args(ctd), "--rm", DEMO_IMAGE,
                 f"bench-{secrets.token_hex(4)}", "true", timeout=120)
         times.append(time.monotonic() - start)
     return times[1:]  # the first run warms caches (image unpack, page cache)

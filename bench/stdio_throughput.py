@@ -193,7 +193,7 @@ def ctr_run(ctd: PrivateContainerd, runtime: Runtime, cid: str, script: str, siz
     """`ctr run --rm ... sh -c script` streaming through pipes, in its own session (Ctrl-C
     reaches us, not ctr, which would forward it to the container). A watchdog kills the task
     if the transfer hangs; a failed block stops it (stop_ctr); ctr is always reaped."""
-    argv = ctd.ctr_argv("run", "--rm", *runtime.run_args(), DEMO_IMAGE, cid, "sh", "-c", script)
+    argv = ctd.ctr_argv("run", "--rm", *runtime.run_args(ctd), DEMO_IMAGE, cid, "sh", "-c", script)
     proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=stderr,
                             start_new_session=True)
     watchdog = threading.Timer(RUN_TIMEOUT + size / MIN_RATE, kill_task, (ctd, cid))
@@ -218,7 +218,7 @@ def checked_exit(proc: subprocess.Popen[bytes], what: str, err: bytes = b"") -> 
 def measure_start(ctd: PrivateContainerd, runtime: Runtime, figures: Figures, size: int) -> None:
     with container(ctd, figures) as cid:
         begin = time.monotonic()
-        ctd.ctr("run", "--rm", *runtime.run_args(), DEMO_IMAGE, cid, "true",
+        ctd.ctr("run", "--rm", *runtime.run_args(ctd), DEMO_IMAGE, cid, "true",
                 timeout=RUN_TIMEOUT)
         figures.start = time.monotonic() - begin
 
@@ -227,7 +227,7 @@ def measure_pipe(ctd: PrivateContainerd, runtime: Runtime, figures: Figures, siz
     """dd | dd inside the container, between two adjtimex clock readings (microseconds)."""
     script = PIPE_SCRIPT.format(bs=BLOCK, n=size // BLOCK)
     with container(ctd, figures) as cid:
-        out = ctd.ctr("run", "--rm", *runtime.run_args(), DEMO_IMAGE, cid, "sh", "-c", script,
+        out = ctd.ctr("run", "--rm", *runtime.run_args(ctd), DEMO_IMAGE, cid, "sh", "-c", script,
                       timeout=RUN_TIMEOUT + size / MIN_RATE).stdout
     secs = re.findall(r"time\.tv_sec:\s*(\d+)", out)
     usecs = re.findall(r"time\.tv_usec:\s*(\d+)", out)

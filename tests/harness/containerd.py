@@ -21,7 +21,7 @@ from bulkhead.demo.instance import NAME_RE
 from bulkhead.demo.instance import PrivateContainerd as DemoContainerd
 from bulkhead.install import containerd_config as cc
 
-from harness import cni, cri
+from harness import cni, cri, runsc
 from harness.mounts import unmount_leftovers
 
 TEST_ROOT_BASE = Path("/var/lib/bulkhead-test")
@@ -35,6 +35,9 @@ CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin always works
 PINNED_LABEL = "io.cri-containerd.pinned=pinned"  # 1.7+: ListImages reports the image pinned
 CRI_PLUGIN = cc.CRI_GRPC_PLUGIN
 CGROUP_PARENT_BASE = "bulkhead-test"  # CRI pods of instance X go under /bulkhead-test/X
+# gVisor (harness/runsc.py), where runsc is installed: the CRI handler, run by containerd's runc
+# shim; lone ctr containers select it with gvisor_run_args().
+GVISOR_HANDLER = "gvisor"
 
 
 def available_versions() -> dict[str, str]:
@@ -47,6 +50,13 @@ class ContainerdConfig(cc.PrivateConfig):
     """The installer's private config with the suite's pause image."""
 
     sandbox_image: str = PAUSE_IMAGE
+
+
+def gvisor_handler_settings(wrapper: Path, root: Path) -> dict[str, object]:
+    """The `gvisor` CRI handler: containerd's runc shim running runsc through its wrapper
+    (harness/runsc.py) with runsc's state in root, next to the installer's runc handler."""
+    return {**cc.runc_handler_settings(),
+            "options": {"BinaryName": str(wrapper), "Root": str(root)}}
 
 
 def archive_image_names(tar: Path | str) -> list[str]:
@@ -121,12 +131,40 @@ class PrivateContainerd(DemoContainerd):
         """Where CRI bind-mounts pod network namespaces (netns_mounts_under_state_dir)."""
         return self.cri_state / "netns"
 
+    # gVisor: runsc wrappers and runsc's state, all in the run dir
+    @property
+    def runsc_dir(self) -> Path:
+        return self.run_dir / "runsc"
+
+    @property
+    def runsc_root(self) -> Path:
+        """runsc's state dir (the runc shim's Root), not the shared /run/containerd/runc."""
+        return self.runsc_dir / "root"
+
+    @property
+    def runsc_cri_wrapper(self) -> Path:
+        return self.runsc_dir / "runsc-cri"
+
+    @property
+    def runsc_ctr_wrapper(self) -> Path:
+        return self.runsc_dir / "runsc-ctr"
+
+    def gvisor_run_args(self) -> list[str]:
+        """The `ctr run` options that run a container under gVisor (runsc.missing() says if
+        it cannot)."""
+        return ["--runtime", runsc.RUNC_SHIM, "--runc-binary", str(self.runsc_ctr_wrapper),
+                "--runc-root", str(self.runsc_root)]
+
     @property
     def cgroup_parent(self) -> str:
         """A cgroup_parent for this instance's pods; stop() removes what runc made under it."""
         return f"/{CGROUP_PARENT_BASE}/{self.name}"
 
     def config(self) -> ContainerdConfig:
+        runtimes = {"runc": cc.runc_handler_settings(), cc.RUNTIME_NAME: cc.handler_settings()}
+        if runsc.missing() is None:
+            runtimes[GVISOR_HANDLER] = gvisor_handler_settings(self.runsc_cri_wrapper,
+                                                               self.runsc_root)
         return ContainerdConfig(
             root=self.root,
             state=self.state,
@@ -134,6 +172,7 @@ class PrivateContainerd(DemoContainerd):
             ttrpc_address=self.ttrpc_address,
             containerd_version=self.version,
             enable_cri=self.enable_cri,
+            runtimes=runtimes,
             cni_conf_dir=self.cni_conf_dir,
         )
 
@@ -148,6 +187,9 @@ class PrivateContainerd(DemoContainerd):
         self._cleanup_stale()
 
     def _before_spawn(self) -> None:
+        if runsc.missing() is None:
+            runsc.write_wrapper(self.runsc_cri_wrapper, runsc.GLOBAL_FLAGS)
+            runsc.write_wrapper(self.runsc_ctr_wrapper, runsc.CTR_FLAGS)
         if self.enable_cri and self.cri_network:
             self.network = cni.allocate(self.name)
             self.network.write_conflist(self.cni_conf_dir, self.cni_ipam_dir)
@@ -168,6 +210,7 @@ class PrivateContainerd(DemoContainerd):
         return []
 
     def _unmount_leftovers(self) -> None:
+        runsc.kill_strays(str(self.run_dir))  # before unmounting: they hold the rootfs
         unmount_leftovers(self.root_dir, self.run_dir)
 
     def _release_extras(self) -> list[str]:
