@@ -170,17 +170,14 @@ class Sandbox:
 
     async def _boot(self, plan: SandboxPlan) -> None:
         """Clone (or boot) the VM, take over both channels, check and set up the agent."""
-        request = VMRequest(self.id, self.state_dir, self.share.path)
         if plan.netns_path:
             try:
                 self._network = await PodNetwork.attach(plan.netns_path, self.id)
             except NetworkError as exc:
                 raise SandboxError(f"pod network: {exc}") from None
-            if self._network is not None:
-                request = VMRequest(self.id, self.state_dir, self.share.path,
-                                    tap_fd=self._network.tap.fd)
-        elif plan.own_netns:
-            request = VMRequest(self.id, self.state_dir, self.share.path, own_netns=True)
+        tap_fd = self._network.tap.fd if self._network is not None else -1
+        request = VMRequest(self.id, self.state_dir, self.share.path, tap_fd=tap_fd,
+                            own_netns=not plan.netns_path and plan.own_netns)
         try:
             vm, link = await self._launcher.launch(plan.config, request,
                                                    self._observer.cold_boot)

@@ -111,13 +111,12 @@ class CreateCall:
         """The VM this Create would boot (None once it runs): from the shim's config, or the
         config file the request's runtime options name; a config the shim could not load is
         refused unless the request brings its own."""
-        if self.sandbox.agent is not None:
-            own = None  # the VM runs: its config is taken (a later file is not even read)
-        else:
-            own = sandbox_settings.runtime_config(req)
+        running = self.sandbox.agent is not None
+        # A running VM has its config: a later request's file is not even read.
+        own = None if running else sandbox_settings.runtime_config(req)
         if self.config_error and own is None:
             raise TtrpcError(Code.INVALID_ARGUMENT, self.config_error)
-        if self.sandbox.agent is not None:
+        if running:
             return None
         return sandbox_settings.sandbox_plan(self.sandbox.id, own or self.config, req.id, spec,
                                              annotations)
