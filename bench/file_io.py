@@ -10,7 +10,9 @@ file) and cleanup stay outside the timed part. Figures only; asserts nothing.
 The rootfs rows write to /bench-data, a directory of the image's rootfs: not /tmp, which gVisor
 makes a tmpfs of its own when the image's /tmp is empty. gVisor's rootfs itself is an overlay
 whose upper layer is in the sandbox's memory (runsc's default --overlay2=root:self), runc's the
-snapshot's overlayfs on the host, Bulkhead's that overlayfs shared into the VM over 9p.
+snapshot's overlayfs on the host, Bulkhead's the image layers cached in the guest under a
+writable layer in guest memory, written back to the snapshot (`bulkhead-shared`: the snapshot
+itself over 9p, the path before layered roots).
 
 Usage (as root, after `make install`):
     /opt/bulkhead/venv/bin/python bench/file_io.py [-n 3] [--runtimes runc,gvisor,bulkhead]
@@ -170,13 +172,17 @@ def print_table(rows: list[Row], names: list[str], medians: dict[str, dict[str, 
     bases = [b for b in ("runc", "gvisor") if b in names]
     ratio_cols = [(n, b) for i, b in enumerate(bases) for n in names
                   if n != b and n not in bases[:i]]  # no runc/gvisor beside gvisor/runc
-    head = f"{'row':11s}" + "".join(f"{n:>10s}" for n in names) + "".join(
-        f"{n + '/' + b:>17s}" for n, b in ratio_cols)
+    width = max(10, *(len(n) + 2 for n in names))
+    ratio_width = max(17, *(len(n) + len(b) + 3 for n, b in ratio_cols))
+    head = f"{'row':11s}" + "".join(f"{n:>{width}s}" for n in names) + "".join(
+        f"{n + '/' + b:>{ratio_width}s}" for n, b in ratio_cols)
     print(head)
     for row in rows:
         got = medians.get(row.name, {})
-        cells = "".join(f"{got[n]:10.2f}" if n in got else f"{'-':>10s}" for n in names)
-        ratios = "".join(f"{fmt_ratio(got.get(n), got.get(b)):>17s}" for n, b in ratio_cols)
+        cells = "".join(f"{got[n]:{width}.2f}" if n in got else f"{'-':>{width}s}"
+                        for n in names)
+        ratios = "".join(f"{fmt_ratio(got.get(n), got.get(b)):>{ratio_width}s}"
+                         for n, b in ratio_cols)
         print(f"{row.name:11s}{cells}{ratios}")
     print("rows (seconds, median, timed inside the container):")
     for row in rows:
@@ -213,11 +219,11 @@ def run(args: argparse.Namespace, runtimes: dict[str, Runtime], rows: list[Row])
                     times, check = run_row(ctd, runtime, row, args.n)
                 except ContainerdError as exc:
                     failed.append(f"{row.name} under {name}: {exc}")
-                    print(f"  {row.name:11s} {name:9s} failed: {exc}", flush=True)
+                    print(f"  {row.name:11s} {name:16s} failed: {exc}", flush=True)
                     continue
                 medians.setdefault(row.name, {})[name] = statistics.median(times)
                 extra = f"  ({check})" if check else ""
-                print(f"  {row.name:11s} {name:9s} {statistics.median(times):8.2f} s  "
+                print(f"  {row.name:11s} {name:16s} {statistics.median(times):8.2f} s  "
                       f"[{', '.join(f'{t:.2f}' for t in times)}]{extra}", flush=True)
         with contextlib.suppress(ContainerdError):
             ctd.ctr("images", "rm", PYTHON_IMAGE, check=False)

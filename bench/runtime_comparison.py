@@ -24,8 +24,10 @@ CONFIG_DIR = Path("/run/bulkhead-bench")  # Bulkhead config files, written while
 COLD_CONFIG = CONFIG_DIR / "cold.toml"
 C_ENGINE_CONFIG = CONFIG_DIR / "io-c.toml"
 PYTHON_ENGINE_CONFIG = CONFIG_DIR / "io-python.toml"
+SHARED_ROOTFS_CONFIG = CONFIG_DIR / "rootfs-shared.toml"
 CONFIGS = {COLD_CONFIG: 'boot = "cold"\n', C_ENGINE_CONFIG: 'io_engine = "c"\n',
-           PYTHON_ENGINE_CONFIG: 'io_engine = "python"\n'}
+           PYTHON_ENGINE_CONFIG: 'io_engine = "python"\n',
+           SHARED_ROOTFS_CONFIG: 'rootfs = "shared"\n'}
 
 
 @dataclass(frozen=True)
@@ -59,14 +61,16 @@ RUNTIMES = {r.name: r for r in (Runtime("runc", "io.containerd.runc.v2"),
                                 Runtime("bulkhead", BULKHEAD),
                                 Runtime("bulkhead-cold", BULKHEAD, str(COLD_CONFIG)),
                                 Runtime("bulkhead-c", BULKHEAD, str(C_ENGINE_CONFIG)),
-                                Runtime("bulkhead-python", BULKHEAD, str(PYTHON_ENGINE_CONFIG)))}
+                                Runtime("bulkhead-python", BULKHEAD, str(PYTHON_ENGINE_CONFIG)),
+                                Runtime("bulkhead-shared", BULKHEAD, str(SHARED_ROOTFS_CONFIG)))}
 Measure = Callable[[PrivateContainerd, Runtime, int], list[float]]
 
 
 def add_runtimes_option(parser: argparse.ArgumentParser, default: str) -> None:
     """--runtimes runc,gvisor,bulkhead,... (gvisor is runsc --platform=systrap; bulkhead clones
     VMs from a template; bulkhead-cold boots each VM; bulkhead-c and bulkhead-python pin the
-    stdio engine, io_engine)."""
+    stdio engine, io_engine; bulkhead-shared shares the snapshot itself instead of a layered root,
+    rootfs = "shared")."""
     parser.add_argument("--runtimes", default=default,
                         help=f"comma-separated, from {', '.join(RUNTIMES)} (default {default})")
 

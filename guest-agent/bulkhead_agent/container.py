@@ -32,6 +32,7 @@ from bulkhead_agent.oom import OOMWatcher
 from bulkhead_agent.process import INIT, Process
 from bulkhead_agent.procio import ProcessIO, Streams
 from bulkhead_agent.reaper import Reaper
+from bulkhead_agent.rootfs_layer import LayerError, RootfsLayer
 
 if TYPE_CHECKING:
     from bulkhead_wire.stdio.link import StreamLink
@@ -64,6 +65,7 @@ class Container:
     cgroup_path: str | None = None
     paused: bool = False
     execs: dict[str, Process] = field(default_factory=dict)
+    layer: RootfsLayer | None = None  # the root assembled in the guest, when the shim asked
 
     @property
     def status(self) -> str:
@@ -124,8 +126,9 @@ class Supervisor:
     # -- create / start ------------------------------------------------------------------
 
     async def create(self, container_id: str, bundle: str, terminal: bool,
-                     streams: Streams) -> int:
-        """`crun create` with fresh stdio; returns the init pid (stopped before exec)."""
+                     streams: Streams, rootfs_lower: str = "") -> int:
+        """`crun create` with fresh stdio; returns the init pid (stopped before exec).
+        rootfs_lower: the image view to assemble the root on (rootfs_layer), "" for none."""
         _checked(lambda: check_id("container", container_id))
         if container_id in self._containers or container_id in self._busy:
             raise AlreadyExists(f"container {container_id} already exists")
@@ -135,7 +138,8 @@ class Supervisor:
         link = await self.data.open()
         self._busy.add(container_id)
         try:
-            ctr = await self._create(container_id, bundle, terminal, streams, link)
+            ctr = await self._create(container_id, bundle, terminal, streams, link,
+                                     rootfs_lower)
         finally:
             self._busy.discard(container_id)
         self._containers[container_id] = ctr
@@ -145,12 +149,23 @@ class Supervisor:
         return ctr.init.pid
 
     async def _create(self, container_id: str, bundle: str, terminal: bool, streams: Streams,
-                      link: StreamLink) -> Container:
-        """Run crun create; on any failure leave nothing behind (crun state, fds, files)."""
+                      link: StreamLink, rootfs_lower: str) -> Container:
+        """Run crun create; on any failure leave nothing behind (crun state, fds, mounts)."""
         workdir = os.path.join(self.state_dir, "containers", container_id)
         os.makedirs(workdir, exist_ok=True)
         pid_file = os.path.join(workdir, "init.pid")
-        io = ProcessIO.open(streams, terminal)
+        layer = None
+        try:
+            if rootfs_lower:
+                layer = RootfsLayer.assemble(container_id, rootfs_lower, bundle)
+            io = ProcessIO.open(streams, terminal)
+        except BaseException as exc:
+            if layer is not None:
+                layer.unmount()
+            _remove_tree(workdir)
+            if isinstance(exc, LayerError):
+                raise FailedPrecondition(str(exc)) from None
+            raise
         try:
             await self._run_with_stdio(io, workdir, f"container {container_id}",
                                        ["create", "--bundle", bundle, "--pid-file", pid_file],
@@ -159,13 +174,17 @@ class Supervisor:
         except BaseException:
             io.close()
             await self._crun_delete(container_id)
+            if layer is not None:
+                layer.unmount()
             _remove_tree(workdir)
             raise
         io.start(link)
         init = Process(INIT, io, terminal=terminal, pid=pid)
         ctr = Container(container_id, bundle, workdir, init,
-                        cgroup_path=cgroup.container_cgroup_of(pid))
+                        cgroup_path=cgroup.container_cgroup_of(pid), layer=layer)
         init.track(self.reaper.watch(pid), lambda: self._init_exited(ctr))
+        if layer is not None:
+            layer.start_writeback()
         return ctr
 
     async def _run_with_stdio(self, io: ProcessIO, workdir: str, what: str,
@@ -274,9 +293,13 @@ class Supervisor:
     # -- wait / signal / stdin / pids ----------------------------------------------------
 
     async def wait(self, container_id: str, exec_id: str) -> Process:
-        """The process once it exited and all its output was sent; repeated calls agree."""
-        proc = self.get(container_id).process(exec_id)
+        """The process once it exited and all its output was sent; repeated calls agree. An
+        init's exit waits for the last write-back: its writes are in the snapshot by then."""
+        ctr = self.get(container_id)
+        proc = ctr.process(exec_id)
         await proc.wait()
+        if exec_id == INIT and ctr.layer is not None:
+            await ctr.layer.finish()
         return proc
 
     async def signal(self, container_id: str, exec_id: str, signum: int, all_: bool) -> None:
@@ -351,6 +374,9 @@ class Supervisor:
         try:
             await self._delete(ctr)
             await self._settle(ctr)
+            if ctr.layer is not None:
+                await ctr.layer.finish()
+                ctr.layer.unmount()
         finally:
             self._busy.discard(container_id)
         self._containers.pop(container_id, None)

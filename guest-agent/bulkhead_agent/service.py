@@ -110,7 +110,8 @@ class AgentService:
                                ) -> agent_pb2.CreateContainerResponse:
         """crun create with stdio pipes joined to the requested data-channel streams."""
         streams = Streams(req.stdio.stdin, req.stdio.stdout, req.stdio.stderr)
-        pid = await self.supervisor.create(req.container_id, req.bundle, req.terminal, streams)
+        pid = await self.supervisor.create(req.container_id, req.bundle, req.terminal, streams,
+                                           req.rootfs_lower)
         return agent_pb2.CreateContainerResponse(pid=pid)
 
     @rpc("ExecProcess")

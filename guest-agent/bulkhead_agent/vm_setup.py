@@ -15,7 +15,15 @@ import socket
 import struct
 import time
 
-from bulkhead_wire.guest_abi import GUEST_POD_SHM_DIR, GUEST_SHARED_DIR, SHARE_MOUNT_TAG
+from bulkhead_wire.guest_abi import (
+    GUEST_CACHED_SHARE_DIR,
+    GUEST_POD_SHM_DIR,
+    GUEST_SHARED_DIR,
+    ROOTFS_MOUNT_TAG,
+    SHARE_MOUNT_TAG,
+)
+
+from bulkhead_agent.mounting import MS_NODEV, MS_NOEXEC, MS_NOSUID, MountError, mount_once
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +31,10 @@ RNDADDENTROPY = 0x40085203  # _IOW('R', 0x03, int[2])
 RNDRESEEDCRNG = 0x5207  # _IO('R', 0x07)
 MIN_ENTROPY = 32  # bytes the shim must send
 NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=mmap"
+# The second device over the same share: pages, dentries and attributes kept in the guest, for
+# image layers only (nothing under that mount changes while the guest may have it cached).
+CACHED_NINEP_OPTIONS = "trans=virtio,version=9p2000.L,msize=512000,cache=loose"
 POD_SHM_OPTIONS = "mode=1777,size=65536k"  # the pod's /dev/shm, sized like containerd's for runc
-MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x2, 0x4, 0x8
 
 
 class SetupError(Exception):
@@ -64,30 +74,15 @@ def set_hostname(name: str) -> None:
             raise SetupError(f"set hostname {name!r}: {exc.strerror}") from None
 
 
-def mounted(target: str, mountinfo: str = "/proc/self/mountinfo") -> bool:
-    """True if something is mounted on target."""
-    with open(mountinfo) as f:
-        return any(line.split()[4] == target for line in f if len(line.split()) > 4)
-
-
-def _mount(source: str, target: str, fstype: str, flags: int, options: str) -> None:
-    """mount(2), idempotent: a reconnecting shim asks again."""
-    if mounted(target):
-        return
-    import ctypes  # only here: a costly import under TCG that boot does not need
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    os.makedirs(target, exist_ok=True)
-    if libc.mount(source.encode(), target.encode(), fstype.encode(), flags,
-                  options.encode()) != 0:
-        err = ctypes.get_errno()
-        raise SetupError(f"mount {fstype} {source!r} on {target}: {os.strerror(err)}")
-
-
 def mount_share() -> None:
-    """The sandbox's 9p share, and the pod's /dev/shm."""
-    _mount(SHARE_MOUNT_TAG, GUEST_SHARED_DIR, "9p", 0, NINEP_OPTIONS)
-    _mount("shm", GUEST_POD_SHM_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, POD_SHM_OPTIONS)
+    """The sandbox's 9p share (coherent, and cached for image layers), the pod's /dev/shm."""
+    try:
+        mount_once(SHARE_MOUNT_TAG, GUEST_SHARED_DIR, "9p", 0, NINEP_OPTIONS)
+        mount_once(ROOTFS_MOUNT_TAG, GUEST_CACHED_SHARE_DIR, "9p", 0, CACHED_NINEP_OPTIONS)
+        mount_once("shm", GUEST_POD_SHM_DIR, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                   POD_SHM_OPTIONS)
+    except MountError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def set_sysctls(sysctls: dict[str, str], proc_sys: str = "/proc/sys") -> None:

@@ -35,6 +35,10 @@ class Config:
     io_engine: str = "c"  # c (the cffi copy engine) | python (the fallback), host and guest
     debug_shell: bool = False  # `bulkhead shell`: a root shell in the guest, outside containers
     allow_unfiltered_qemu: bool = False  # run QEMU without seccomp or Landlock where missing
+    # layered: image layers cached in the guest under a writable layer in guest memory, written
+    # back to the snapshot (docs/architecture.md, "Container root filesystems") | shared: the
+    # snapshot itself over the coherent 9p mount, every access a round trip to the host
+    rootfs: str = "layered"
 
     def guest_image(self) -> GuestImage:
         """The guest files, as the image's manifest.json describes them (defaults without one)."""
@@ -99,6 +103,8 @@ def load(path: str = paths.CONFIG_FILE) -> Config:
         raise ConfigError(f"{path}: boot must be template or cold, not {cfg.boot!r}")
     if cfg.io_engine not in ("c", "python"):
         raise ConfigError(f"{path}: io_engine must be c or python, not {cfg.io_engine!r}")
+    if cfg.rootfs not in ("layered", "shared"):
+        raise ConfigError(f"{path}: rootfs must be layered or shared, not {cfg.rootfs!r}")
     if cfg.tcg_tb_mib < 0:
         raise ConfigError(f"{path}: tcg_tb_mib must be 0 (QEMU's default) or a size in MiB")
     return cfg

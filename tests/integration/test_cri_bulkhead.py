@@ -16,6 +16,7 @@ from cri import (
     network_checks,
     pod_tools,
     resource_checks,
+    rootfs_checks,
     stream_checks,
     stress_checks,
     volume_checks,
@@ -169,3 +170,11 @@ def test_chaos_kill_vm_or_shim(env: CriEnv, handler: str) -> None:
 
 def test_small_memory_pod_refused(env: CriEnv, handler: str) -> None:
     resource_checks.check_small_memory_pod(env, handler)
+
+
+def test_volume_coherence(env: CriEnv, handler: str, tmp_path: Path) -> None:
+    rootfs_checks.check_volume_coherence(env, handler, tmp_path)
+
+
+def test_writable_layer_stats(env: CriEnv, handler: str) -> None:
+    rootfs_checks.check_writable_layer(env, handler)

@@ -15,6 +15,7 @@ from cri import (
     network_checks,
     pod_tools,
     resource_checks,
+    rootfs_checks,
     stream_checks,
     volume_checks,
 )
@@ -139,3 +140,11 @@ def test_cri_instance_stop_cleans_up_running_pods(version: str, pause_image_tar:
     assert cni.rules_of(net) == [] and cni.cache_files(net) == []
     assert not instance.root_dir.exists() and not instance.run_dir.exists()
     assert_no_leaks(instance, baseline)
+
+
+def test_volume_coherence(cri: CriEnv, tmp_path: Path) -> None:
+    rootfs_checks.check_volume_coherence(cri, HANDLER, tmp_path)
+
+
+def test_writable_layer_stats(cri: CriEnv) -> None:
+    rootfs_checks.check_writable_layer(cri, HANDLER)

@@ -42,6 +42,11 @@ def test_for_guest_drops_host_only_parts() -> None:
     assert out["linux"]["cgroupsPath"] == "/bulkhead/c1"
 
 
+def test_a_layered_root_is_the_one_the_agent_assembles() -> None:
+    out = for_guest(spec(), "c1", layered=True)
+    assert out["root"]["path"] == "/run/bulkhead/layers/c1/root"
+
+
 def test_lone_containers_new_network_namespace_is_the_vms() -> None:
     """ctr and nerdctl ask for a new netns: QEMU's own on the host, the VM's in the guest."""
     lone = spec()

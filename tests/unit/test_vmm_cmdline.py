@@ -66,12 +66,15 @@ def test_serial_tcg(tmp_path: Path) -> None:
     assert "virtio-blk-device,drive=rootfs" in devices
     assert "virtio-rng-device" in devices
     assert "virtio-9p-device,fsdev=shared,mount_tag=bulkhead" in devices
+    # The same share again, for the guest's cached mount of image layers.
+    assert "virtio-9p-device,fsdev=layers,mount_tag=bulkhead-layers" in devices
     assert not any(d.startswith("vhost-vsock") for d in devices)
     drive = option_values(argv, "-drive")[0].split(",")
     assert "readonly=on" in drive and "format=raw" in drive and "file=/g/rootfs.erofs" in drive
-    fsdev = option_values(argv, "-fsdev")[0].split(",")
-    assert fsdev[0] == "local" and f"path={tmp_path}/shared" in fsdev
-    assert "security_model=passthrough" in fsdev and "multidevs=remap" in fsdev
+    for value in option_values(argv, "-fsdev"):
+        fsdev = value.split(",")
+        assert fsdev[0] == "local" and f"path={tmp_path}/shared" in fsdev
+        assert "security_model=passthrough" in fsdev and "multidevs=remap" in fsdev
 
 
 def test_vsock_kvm(tmp_path: Path) -> None:

@@ -29,6 +29,16 @@ CHANNEL_PARAM = "bulkhead.channel"
 # The 9p share: QEMU's `mount_tag`, and where the agent mounts it in the guest.
 SHARE_MOUNT_TAG = "bulkhead"
 GUEST_SHARED_DIR = "/run/bulkhead/shared"
+# The same share on a second 9p device that the guest mounts with its caches on (cache=loose):
+# containers' image layers are read (and exec'd) through it at guest-local speed. Only what
+# never changes while a guest uses it is read there (a fresh name per container, see
+# bulkhead.sandbox.image_view); volumes and the write-back target use the coherent mount.
+ROOTFS_MOUNT_TAG = "bulkhead-layers"
+GUEST_CACHED_SHARE_DIR = "/run/bulkhead/cached"
+# Where the agent assembles a layered container's root: GUEST_LAYERS_DIR/<id> is a tmpfs with
+# the overlay's upper and work dirs and its mount point, `root` (the spec's root.path).
+GUEST_LAYERS_DIR = "/run/bulkhead/layers"
+GUEST_LAYERED_ROOT = "root"
 # The pod's /dev/shm in the guest, a tmpfs the agent mounts and containers bind.
 GUEST_POD_SHM_DIR = "/run/bulkhead/pod-shm"
 

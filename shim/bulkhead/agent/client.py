@@ -29,10 +29,12 @@ class AgentClient:
                                        agent_pb2.CheckResponse, timeout)
 
     async def create_container(self, container_id: str, bundle: str, terminal: bool,
-                               streams: tuple[int, int, int]) -> int:
-        """crun create in the guest; returns the guest pid of the container init."""
+                               streams: tuple[int, int, int], rootfs_lower: str = "") -> int:
+        """crun create in the guest; returns the guest pid of the container init. rootfs_lower:
+        the image view the agent assembles the root on ("": the bundle's rootfs as is)."""
         req = agent_pb2.CreateContainerRequest(
             container_id=container_id, bundle=bundle, terminal=terminal,
+            rootfs_lower=rootfs_lower,
             stdio=agent_pb2.StdioStreams(stdin=streams[0], stdout=streams[1],
                                          stderr=streams[2]))
         resp = await self._client.call(AGENT_SERVICE, "CreateContainer", req,

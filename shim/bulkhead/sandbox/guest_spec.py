@@ -7,6 +7,8 @@ import logging
 import os
 from typing import Any
 
+from bulkhead_wire.guest_abi import GUEST_LAYERED_ROOT, GUEST_LAYERS_DIR
+
 from bulkhead.oci_spec import SpecError, read_spec
 
 log = logging.getLogger(__name__)
@@ -40,17 +42,19 @@ VM_WIDE = ("network", "uts", "ipc")
 
 
 def for_guest(spec: dict[str, Any], container_id: str, sandbox_pid: int = 0,
-              vm_network: bool = False) -> dict[str, Any]:
+              vm_network: bool = False, layered: bool = False) -> dict[str, Any]:
     """A copy with host-only parts removed: rootfs path, namespace paths, hooks.
 
     A namespace the spec joins by path (a pod container joining its sandbox) is the VM's own
     for network, uts and ipc, and the sandbox container's in the guest (sandbox_pid) for the
     rest (pid when the pod shares one). With vm_network, the new network namespace a lone
     container asks for is the VM's (QEMU's own on the host, where CNI configures it). Bind
-    mounts must already point into the share (sandbox.volumes rewrites them).
+    mounts must already point into the share (sandbox.volumes rewrites them). layered: the
+    root is the one the agent assembles (guest_abi.GUEST_LAYERS_DIR), else the bundle's rootfs.
     """
     out = json.loads(json.dumps(spec))
-    out.setdefault("root", {})["path"] = "rootfs"
+    out.setdefault("root", {})["path"] = (
+        f"{GUEST_LAYERS_DIR}/{container_id}/{GUEST_LAYERED_ROOT}" if layered else "rootfs")
     if not str(out.get("ociVersion", "")).startswith("1.0"):
         # The guest's crun (1.8) refuses any 1.x but 1.0 ("unknown version specified"), while
         # containerd 1.7 writes 1.1.0-rc.1; the fields it uses exist in 1.0.2.

@@ -2,7 +2,8 @@
 
 The mount point is made and held through the container directory's fd, so the guest cannot
 redirect the mount by renaming or symlinking; the mount is nosuid,nodev on the host, and
-read-only there too when the spec's root is.
+read-only there too when the spec's root is. A writable overlay snapshot may also have its
+image layers shared alone (image_view), from which the guest assembles the root itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from bulkhead_wire.proto import mount_pb2
 
 from bulkhead.sandbox import mount_fd
+from bulkhead.sandbox.image_view import LayeredSnapshot, layered_snapshot
 from bulkhead.sandbox.mount_points import make_mount_point
 from bulkhead.sandbox.mounts import MS_BIND, MS_NODEV, MS_NOSUID, MS_RDONLY, MS_REC
 
@@ -29,12 +31,13 @@ class RootfsError(Exception):
 
 
 def mount_rootfs(mounts: list[mount_pb2.Mount], cdir_fd: int, fallback_dir: str,
-                 readonly: bool, points: Sequence[tuple[str, bool]] = (), staging: str = ""
-                 ) -> None:
+                 readonly: bool, points: Sequence[tuple[str, bool]] = (), staging: str = "",
+                 layered: bool = False) -> LayeredSnapshot | None:
     """Apply containerd's mounts at cdir_fd/rootfs; with none (ctr --rootfs), bind the spec's
     root. readonly: the spec's root.readonly, enforced on the host mount too; the mount points
     (destination, is_file) are then made first, through a private rw mount at staging (a path
-    the guest cannot reach)."""
+    the guest cannot reach). layered: the guest may assemble the root; returns the snapshot's
+    layers then if it allows (writable, still empty: image_view), else None."""
     points = points if readonly else ()
     target = mount_fd.make_dir(cdir_fd, ROOTFS)
     try:
@@ -43,7 +46,7 @@ def mount_rootfs(mounts: list[mount_pb2.Mount], cdir_fd: int, fallback_dir: str,
                 raise RootfsError(f"no rootfs mounts given and root path {fallback_dir} "
                                   "is not a directory")
             _bind(fallback_dir, target, True, readonly, points)
-            return
+            return None
         if len(mounts) > 1:
             raise RootfsError(f"{len(mounts)} rootfs mounts given; only one is supported")
         m = mounts[0]
@@ -56,12 +59,13 @@ def mount_rootfs(mounts: list[mount_pb2.Mount], cdir_fd: int, fallback_dir: str,
         if flags & MS_BIND:
             _bind(m.source, target, bool(flags & MS_REC), readonly or bool(flags & MS_RDONLY),
                   points)
-            return
+            return None
         flags |= MS_NOSUID | MS_NODEV
         if points:
             _staged_mount_points(m, flags, ",".join(data), points, staging)
         flags |= MS_RDONLY if readonly else 0
         mount_fd.mount_on(target, m.source, m.type, flags, ",".join(data), "rootfs")
+        return layered_snapshot(m) if layered and not readonly else None
     except mount_fd.FdMountError as exc:
         raise RootfsError(str(exc)) from None
     finally:

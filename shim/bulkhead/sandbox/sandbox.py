@@ -24,6 +24,7 @@ from bulkhead.agent.client import AgentClient
 from bulkhead.paths import sandbox_dir
 from bulkhead.private_files import make_private_dir
 from bulkhead.sandbox import host_cgroup
+from bulkhead.sandbox.image_view import LayeredSnapshot
 from bulkhead.sandbox.launcher import Launcher, VMRequest
 from bulkhead.sandbox.plan import SandboxPlan
 from bulkhead.sandbox.pod_network import PodNetwork
@@ -152,6 +153,11 @@ class Sandbox:
     def staging_path(self, container_id: str) -> str:
         """A host-only path for the private mount that makes a read-only root's mount points."""
         return os.path.join(self.state_dir, f"rootfs-staging-{container_id}")
+
+    def image_view(self, snapshot: LayeredSnapshot) -> str:
+        """The share-root name of the guest's cached view of snapshot's image layers; a
+        one-layer image's second layer is an empty host-only dir of the state dir."""
+        return self.share.image_view(snapshot, os.path.join(self.state_dir, "empty-layer"))
 
     # -- boot ---------------------------------------------------------------------------------
 

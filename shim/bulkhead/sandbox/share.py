@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bulkhead.sandbox import mount_fd
+from bulkhead.sandbox.image_view import LayeredSnapshot, mount_image_view, view_name
 from bulkhead.sandbox.tree_removal import remove_tree
 
 SHARED = "shared"  # the share's name in the sandbox state dir
@@ -47,6 +48,7 @@ class Share:
     state_dir: str
     root_fd: int = -1
     containers: dict[str, ContainerDir] = field(default_factory=dict)
+    image_views: set[str] = field(default_factory=set)  # names mounted at the root, kept
 
     @property
     def path(self) -> str:
@@ -77,6 +79,16 @@ class Share:
         self.containers[container_id] = cdir
         return cdir
 
+    def image_view(self, snapshot: LayeredSnapshot, empty_layer: str) -> str:
+        """The name of the view of snapshot's image layers, mounted on first use (image_view)."""
+        name = view_name(snapshot)
+        if name not in self.image_views:
+            if self.root_fd < 0:
+                raise ShareError(errno.ENOENT, "image view: the share is not mounted")
+            mount_image_view(snapshot, self.root_fd, name, empty_layer)
+            self.image_views.add(name)
+        return name
+
     def remove_container(self, container_id: str) -> list[str]:
         """Detach a container's tmpfs (and its rootfs and volume mounts), remove its name."""
         cdir = self.containers.pop(container_id, None)
@@ -94,6 +106,7 @@ class Share:
         for cdir in self.containers.values():
             os.close(cdir.fd)
         self.containers.clear()
+        self.image_views.clear()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1

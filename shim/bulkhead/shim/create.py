@@ -141,10 +141,11 @@ class CreateCall:
         assert sb.plan is not None
         try:
             cdir = sb.share.add_container(req.id)
-            guest_bundle.prepare(req.id, spec, req.bundle, req.rootfs, cdir.fd,
-                                 sb.guest_bundle(req.id),
-                                 self._sandbox_guest_pid(req.id, annotations),
-                                 vm_network=sb.plan.own_netns, staging=sb.staging_path(req.id))
+            view = guest_bundle.prepare(
+                req.id, spec, req.bundle, req.rootfs, cdir.fd, sb.guest_bundle(req.id),
+                self._sandbox_guest_pid(req.id, annotations), vm_network=sb.plan.own_netns,
+                staging=sb.staging_path(req.id),
+                views=sb.image_view if sb.plan.config.rootfs == "layered" else None)
         except (RootfsError, VolumeError, OSError) as exc:
             raise TtrpcError(Code.INVALID_ARGUMENT, f"container {req.id}: {exc}") from None
         init = container.init
@@ -152,7 +153,8 @@ class CreateCall:
         assert sb.link is not None
         init.io.start_output(sb.link, lambda n: _first_output(init))
         container.guest_pid = await agent.create_container(
-            req.id, sb.guest_bundle(req.id), req.terminal, init.io.stream_ids)
+            req.id, sb.guest_bundle(req.id), req.terminal, init.io.stream_ids,
+            rootfs_lower=guest_bundle.guest_image_view(req.id, view))
         init.io.start_input(sb.link)
 
     async def _running_agent(self, plan: SandboxPlan | None) -> AgentClient:

@@ -12,6 +12,7 @@ from bulkhead_wire.guest_abi import (
     DATA_PORT_NAME,
     DEBUG_PORT_NAME,
     KEY_PORT_NAME,
+    ROOTFS_MOUNT_TAG,
     SHARE_MOUNT_TAG,
 )
 
@@ -28,7 +29,7 @@ MACHINE = "microvm,x-option-roms=off,pit=off,pic=off,rtc=on,isa-serial=on"
 FAST_BOOT = ("cryptomgr.notests", "pci=off")
 # Bump whenever build_command's device list or order changes: VM templates are keyed by it,
 # and a clone must have exactly its template's devices.
-DEVICE_SET = 4
+DEVICE_SET = 5
 
 
 @dataclass
@@ -126,9 +127,12 @@ def build_command(config: VMConfig, plan: LaunchPlan) -> list[str]:
     else:
         netdev = "hubport,id=net0,hubid=0"
     args += ["-netdev", netdev, "-device", "virtio-net-device,netdev=net0"]
-    args += ["-fsdev", f"local,id=shared,path={qopt(config.shared_dir)},"
-                       "security_model=passthrough,multidevs=remap",
-             "-device", f"virtio-9p-device,fsdev=shared,mount_tag={SHARE_MOUNT_TAG}"]
+    # One share, two devices: the guest mounts one coherent (volumes, bundles, write-back)
+    # and one with its caches on for image layers (guest_abi.ROOTFS_MOUNT_TAG).
+    for fsdev, tag in (("shared", SHARE_MOUNT_TAG), ("layers", ROOTFS_MOUNT_TAG)):
+        args += ["-fsdev", f"local,id={fsdev},path={qopt(config.shared_dir)},"
+                           "security_model=passthrough,multidevs=remap",
+                 "-device", f"virtio-9p-device,fsdev={fsdev},mount_tag={tag}"]
     args += ["-device", "virtio-serial-device"]
     debug = (f"socket,id=debug,fd={plan.debug_fd},server=on,wait=off" if plan.debug_fd >= 0
              else "null,id=debug")

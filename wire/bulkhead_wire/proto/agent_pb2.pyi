@@ -41,16 +41,18 @@ class StdioStreams(_message.Message):
     def __init__(self, stdin: _Optional[int] = ..., stdout: _Optional[int] = ..., stderr: _Optional[int] = ...) -> None: ...
 
 class CreateContainerRequest(_message.Message):
-    __slots__ = ("container_id", "bundle", "terminal", "stdio")
+    __slots__ = ("container_id", "bundle", "terminal", "stdio", "rootfs_lower")
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     TERMINAL_FIELD_NUMBER: _ClassVar[int]
     STDIO_FIELD_NUMBER: _ClassVar[int]
+    ROOTFS_LOWER_FIELD_NUMBER: _ClassVar[int]
     container_id: str
     bundle: str
     terminal: bool
     stdio: StdioStreams
-    def __init__(self, container_id: _Optional[str] = ..., bundle: _Optional[str] = ..., terminal: _Optional[bool] = ..., stdio: _Optional[_Union[StdioStreams, _Mapping]] = ...) -> None: ...
+    rootfs_lower: str
+    def __init__(self, container_id: _Optional[str] = ..., bundle: _Optional[str] = ..., terminal: _Optional[bool] = ..., stdio: _Optional[_Union[StdioStreams, _Mapping]] = ..., rootfs_lower: _Optional[str] = ...) -> None: ...
 
 class CreateContainerResponse(_message.Message):
     __slots__ = ("pid",)
