@@ -34,7 +34,8 @@ from runtime_comparison import (
 
 SHIM_DAEMON = "bulkhead.shim.daemon"
 PARTS = {"runc": ("shim", "container processes"), "gvisor": ("shim", "runsc sandbox"),
-         "bulkhead": ("shim", "QEMU"), "bulkhead-cold": ("shim", "QEMU")}
+         "bulkhead": ("shim", "QEMU"), "bulkhead-cold": ("shim", "QEMU"),
+         "bulkhead-shared": ("shim", "QEMU")}
 KINDS = ("guest RAM", "TCG translation buffer", "other anonymous", "kernel image file",
          "initrd file", "QEMU binary and libraries")
 PAGE_KIB = 4
