@@ -28,3 +28,15 @@ def unmount_leftovers(*dirs: str | os.PathLike[str], rounds: int = 5) -> list[Mo
             if _umount2(m.mount_point, 0) != 0:
                 _umount2(m.mount_point, MNT_DETACH)
     return mount_points_under(*dirs)
+
+
+def mount_options(mount_point: os.PathLike[str] | str) -> set[str]:
+    """The per-mount options (mountinfo's field 6: ro, nosuid, nodev, ...) of the mount there."""
+    for m in mount_points_under(mount_point):
+        if m.mount_point == os.fspath(mount_point):
+            with open("/proc/self/mountinfo") as f:
+                for line in f:
+                    fields = line.split()
+                    if int(fields[0]) == m.mount_id:
+                        return set(fields[5].split(","))
+    raise AssertionError(f"{mount_point} is not mounted")

@@ -5,30 +5,16 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from bulkhead.sandbox.image_view import VIEW_PREFIX, layered_snapshot, view_name
-from bulkhead.sandbox.mounts import mount_points_under
 from bulkhead.sandbox.rootfs import mount_rootfs
 from bulkhead.sandbox.share import Share
 from bulkhead_wire.proto import mount_pb2
+from harness.mounts import mount_options
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
-
-
-@pytest.fixture
-def sandbox_share(tmp_path: Path) -> Iterator[Share]:
-    state = tmp_path / "state"
-    state.mkdir()
-    sh = Share(str(state))
-    sh.create()
-    try:
-        yield sh
-    finally:
-        sh.remove()
-        assert not mount_points_under(tmp_path) and not state.exists()
 
 
 def snapshot(tmp_path: Path, layers: int) -> tuple[mount_pb2.Mount, list[Path], Path]:
@@ -98,17 +84,6 @@ def test_a_view_name_the_guest_took_first_is_refused(tmp_path: Path,
     (Path(sandbox_share.path) / view_name(layered)).mkdir()  # as the guest could, over 9p
     with pytest.raises(FileExistsError):
         sandbox_share.image_view(layered, str(tmp_path / "empty"))
-
-
-def mount_options(mount_point: Path) -> set[str]:
-    for m in mount_points_under(mount_point):
-        if m.mount_point == str(mount_point):
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    fields = line.split()
-                    if int(fields[0]) == m.mount_id:
-                        return set(fields[5].split(","))
-    raise AssertionError(f"{mount_point} is not mounted")
 
 
 def test_no_view_unless_asked_writable_and_overlay(tmp_path: Path) -> None:

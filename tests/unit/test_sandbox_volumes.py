@@ -17,21 +17,9 @@ from bulkhead.sandbox.share import Share, remove_container_dir, remove_state_dir
 from bulkhead.sandbox.tree_removal import remove_tree
 from bulkhead.sandbox.volumes import VolumeError, share
 from bulkhead_wire.checks import check_id, parse_process_spec
+from harness.mounts import mount_options
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounts need root")
-
-
-@pytest.fixture
-def sandbox_share(tmp_path: Path) -> Iterator[Share]:
-    state = tmp_path / "state"
-    state.mkdir()
-    sh = Share(str(state))
-    sh.create()
-    try:
-        yield sh
-    finally:
-        sh.remove()
-        assert not mount_points_under(tmp_path) and not state.exists()
 
 
 @pytest.fixture
@@ -46,17 +34,6 @@ def canary(tmp_path: Path) -> Iterator[Path]:
     finally:
         assert (path / "precious").read_text() == "keep"
         subprocess.run(["umount", str(path)], check=True)
-
-
-def _options(mount_point: Path) -> set[str]:
-    for m in mount_points_under(mount_point):
-        if m.mount_point == str(mount_point):
-            with open("/proc/self/mountinfo") as f:
-                for line in f:
-                    fields = line.split()
-                    if int(fields[0]) == m.mount_id:
-                        return set(fields[5].split(","))
-    raise AssertionError(f"{mount_point} is not mounted")
 
 
 def test_dirs_and_files_are_bound_nosuid_nodev_and_rewritten(
@@ -82,8 +59,8 @@ def test_dirs_and_files_are_bound_nosuid_nodev_and_rewritten(
     assert ro.read_text() == "s"
     with pytest.raises(OSError):
         ro.write_text("no")
-    assert {"nosuid", "nodev"} <= _options(host / "volumes" / "1-src")
-    assert {"nosuid", "nodev", "ro"} <= _options(ro)
+    assert {"nosuid", "nodev"} <= mount_options(host / "volumes" / "1-src")
+    assert {"nosuid", "nodev", "ro"} <= mount_options(ro)
     assert sandbox_share.remove_container("c1") == []
     assert not host.exists() and single.read_text() == "s" and (src / "a").read_text() == "a"
     assert not mount_points_under(host)
@@ -195,7 +172,7 @@ def test_a_read_only_root_is_read_only_on_the_host_with_its_mount_points(
     mount_rootfs([], cdir.fd, str(root), True, points, str(tmp_path / "staging"))
     rootfs = Path(sandbox_share.path) / "c1" / "rootfs"
     assert (root / "data").is_dir() and (root / "etc" / "hosts").is_file()
-    assert {"ro", "nosuid", "nodev"} <= _options(rootfs)
+    assert {"ro", "nosuid", "nodev"} <= mount_options(rootfs)
     with pytest.raises(OSError):
         (rootfs / "new").write_text("x")
 
@@ -233,4 +210,4 @@ def test_a_read_only_overlay_root_gets_its_mount_points_through_a_private_mount(
     rootfs = Path(sandbox_share.path) / "c1" / "rootfs"
     assert (upper / "data").is_dir() and (rootfs / "bin").is_dir()
     assert not staging.exists() and not mount_points_under(staging)
-    assert {"ro", "nosuid", "nodev"} <= _options(rootfs)
+    assert {"ro", "nosuid", "nodev"} <= mount_options(rootfs)
