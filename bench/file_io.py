@@ -47,7 +47,7 @@ PYTHON_IMAGE_TAR = Path("/usr/local/share/bulkhead/python-image.tar")
 SHIM = Path("/usr/local/bin/containerd-shim-bulkhead-v2")
 DATA = "/bench-data"  # in the rootfs
 FAST = "/bench-tmpfs"  # a tmpfs mounted by the OCI spec (the guest's own, under Bulkhead)
-TMPFS_MOUNT = f"type=tmpfs,src=tmpfs,dst={FAST},options=rw:nosuid:nodev:size=67108864"
+TMPFS_MOUNT = f"type=tmpfs,src=tmpfs,dst={FAST},options=rw:nosuid:nodev:size=268435456"
 TIME_RE = re.compile(r"^BENCH-TIME (\d+) (\d+)$", re.M)
 CHECK_RE = re.compile(r"^BENCH-CHECK (.*)$", re.M)
 
@@ -107,6 +107,26 @@ ROWS = {r.name: r for r in (
                + LOOP.format(n=2000, body=f'echo "file $i" > {DATA}/src/f"$i"')
                + f" && tar cf {DATA}/t.tar -C {DATA}/src . && rm -r {DATA}/src"),
         after='echo "BENCH-CHECK $n entries"'),
+    # The floors: the same workloads on a tmpfs the container mounts (the guest's own memory
+    # under Bulkhead, the sandbox's under gVisor), so no rootfs design is in the figure.
+    Row("files-tmpfs", "2000 small files + rm -r, in a tmpfs (floor of files)",
+        LOOP.format(n=2000, body=f'echo x > {FAST}/d/"$i"') + f"; rm -r {FAST}/d",
+        before=f"mkdir -p {FAST}/d", mounts=(TMPFS_MOUNT,)),
+    Row("dd-tmpfs", "64 MiB dd to a tmpfs file, then sync (floor of dd-64m)",
+        f"dd if=/dev/zero of={FAST}/f bs=1M count=64 2>/dev/null; sync",
+        after=f"rm -f {FAST}/f", mounts=(TMPFS_MOUNT,)),
+    Row("python-tmpfs", "the python row, interpreter and stdlib copied to a tmpfs (floor)",
+        f"PYTHONHOME={FAST} {FAST}/bin/python3 -c 'import " + ", ".join(PYTHON_MODULES) + "'",
+        setup=(f"mkdir -p {FAST}/bin {FAST}/lib && cp /usr/bin/python3.11 {FAST}/bin/python3"
+               f" && cp -a /usr/lib/python3.11 {FAST}/lib/"),
+        image=PYTHON_IMAGE, mounts=(TMPFS_MOUNT,)),
+    Row("tar-tmpfs", "the tar row in a tmpfs (floor of tar)",
+        f"mkdir {FAST}/x && tar xf {FAST}/t.tar -C {FAST}/x && n=$(find {FAST}/x | wc -l)"
+        f" && rm -r {FAST}/x",
+        setup=(f"mkdir -p {FAST}/src && "
+               + LOOP.format(n=2000, body=f'echo "file $i" > {FAST}/src/f"$i"')
+               + f" && tar cf {FAST}/t.tar -C {FAST}/src . && rm -r {FAST}/src"),
+        after='echo "BENCH-CHECK $n entries"', mounts=(TMPFS_MOUNT,)),
 )}
 
 SCRIPT = """set -e
@@ -172,8 +192,8 @@ def print_table(rows: list[Row], names: list[str], medians: dict[str, dict[str, 
     bases = [b for b in ("runc", "gvisor") if b in names]
     ratio_cols = [(n, b) for i, b in enumerate(bases) for n in names
                   if n != b and n not in bases[:i]]  # no runc/gvisor beside gvisor/runc
-    width = max(10, *(len(n) + 2 for n in names))
-    ratio_width = max(17, *(len(n) + len(b) + 3 for n, b in ratio_cols))
+    width = max([10, *(len(n) + 2 for n in names)])
+    ratio_width = max([17, *(len(n) + len(b) + 3 for n, b in ratio_cols)])
     head = f"{'row':11s}" + "".join(f"{n:>{width}s}" for n in names) + "".join(
         f"{n + '/' + b:>{ratio_width}s}" for n, b in ratio_cols)
     print(head)
