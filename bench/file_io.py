@@ -80,6 +80,17 @@ class Row:
     mounts: tuple[str, ...] = ()
 
 
+def tar_row(name: str, title: str, base: str, mounts: tuple[str, ...] = ()) -> Row:
+    """tar xf of a 2000-file tree made under base (untimed), then find | wc -l and rm -r."""
+    return Row(name, title,
+               f"mkdir {base}/x && tar xf {base}/t.tar -C {base}/x && n=$(find {base}/x | wc -l)"
+               f" && rm -r {base}/x",
+               setup=(f"mkdir -p {base}/src && "
+                      + LOOP.format(n=2000, body=f'echo "file $i" > {base}/src/f"$i"')
+                      + f" && tar cf {base}/t.tar -C {base}/src . && rm -r {base}/src"),
+               after='echo "BENCH-CHECK $n entries"', mounts=mounts)
+
+
 ROWS = {r.name: r for r in (
     Row("exec", "1000 x fork+exec /bin/true (rootfs)",
         LOOP.format(n=1000, body="/bin/true")),
@@ -100,13 +111,7 @@ ROWS = {r.name: r for r in (
     Row("python", "python3 -c 'import <60 stdlib modules>' (python image)",
         "python3 -c 'import " + ", ".join(PYTHON_MODULES) + "'",
         image=PYTHON_IMAGE),
-    Row("tar", "tar xf of 2000 files, find | wc -l, rm -r",
-        f"mkdir {DATA}/x && tar xf {DATA}/t.tar -C {DATA}/x && n=$(find {DATA}/x | wc -l)"
-        f" && rm -r {DATA}/x",
-        setup=(f"mkdir -p {DATA}/src && "
-               + LOOP.format(n=2000, body=f'echo "file $i" > {DATA}/src/f"$i"')
-               + f" && tar cf {DATA}/t.tar -C {DATA}/src . && rm -r {DATA}/src"),
-        after='echo "BENCH-CHECK $n entries"'),
+    tar_row("tar", "tar xf of 2000 files, find | wc -l, rm -r", DATA),
     # The floors: the same workloads on a tmpfs the container mounts (the guest's own memory
     # under Bulkhead, the sandbox's under gVisor), so no rootfs design is in the figure.
     Row("files-tmpfs", "2000 small files + rm -r, in a tmpfs (floor of files)",
@@ -120,13 +125,7 @@ ROWS = {r.name: r for r in (
         setup=(f"mkdir -p {FAST}/bin {FAST}/lib && cp /usr/bin/python3.11 {FAST}/bin/python3"
                f" && cp -a /usr/lib/python3.11 {FAST}/lib/"),
         image=PYTHON_IMAGE, mounts=(TMPFS_MOUNT,)),
-    Row("tar-tmpfs", "the tar row in a tmpfs (floor of tar)",
-        f"mkdir {FAST}/x && tar xf {FAST}/t.tar -C {FAST}/x && n=$(find {FAST}/x | wc -l)"
-        f" && rm -r {FAST}/x",
-        setup=(f"mkdir -p {FAST}/src && "
-               + LOOP.format(n=2000, body=f'echo "file $i" > {FAST}/src/f"$i"')
-               + f" && tar cf {FAST}/t.tar -C {FAST}/src . && rm -r {FAST}/src"),
-        after='echo "BENCH-CHECK $n entries"', mounts=(TMPFS_MOUNT,)),
+    tar_row("tar-tmpfs", "the tar row in a tmpfs (floor of tar)", FAST, (TMPFS_MOUNT,)),
 )}
 
 SCRIPT = """set -e
