@@ -61,6 +61,7 @@ PYTHON_MODULES = (
     "threading typing unittest urllib.parse uuid xml.etree.ElementTree zipfile"
 ).split()
 assert len(PYTHON_MODULES) == 60
+PYTHON_IMPORTS = "-c 'import " + ", ".join(PYTHON_MODULES) + "'"
 
 LOOP = 'i=0; while [ "$i" -lt {n} ]; do {body}; i=$((i+1)); done'
 
@@ -78,6 +79,19 @@ class Row:
     after: str = ""
     image: str = DEMO_IMAGE
     mounts: tuple[str, ...] = ()
+
+
+def files_row(name: str, title: str, base: str, mounts: tuple[str, ...] = ()) -> Row:
+    """2000 one-line files made under base, then rm -r."""
+    return Row(name, title,
+               LOOP.format(n=2000, body=f'echo x > {base}/d/"$i"') + f"; rm -r {base}/d",
+               before=f"mkdir -p {base}/d", mounts=mounts)
+
+
+def dd_row(name: str, title: str, base: str, mounts: tuple[str, ...] = ()) -> Row:
+    """64 MiB written to a file under base, then sync."""
+    return Row(name, title, f"dd if=/dev/zero of={base}/f bs=1M count=64 2>/dev/null; sync",
+               after=f"rm -f {base}/f", mounts=mounts)
 
 
 def tar_row(name: str, title: str, base: str, mounts: tuple[str, ...] = ()) -> Row:
@@ -98,30 +112,23 @@ ROWS = {r.name: r for r in (
         LOOP.format(n=1000, body=f"{FAST}/true"),
         setup=f"cp /bin/busybox {FAST}/busybox && ln -s busybox {FAST}/true",
         mounts=(TMPFS_MOUNT,)),
-    Row("files", "2000 small files (echo x > f) in the rootfs, then rm -r",
-        LOOP.format(n=2000, body=f'echo x > {DATA}/d/"$i"') + f"; rm -r {DATA}/d",
-        before=f"mkdir -p {DATA}/d"),
-    Row("dd-64m", "64 MiB dd to a rootfs file, then sync",
-        f"dd if=/dev/zero of={DATA}/f bs=1M count=64 2>/dev/null; sync",
-        after=f"rm -f {DATA}/f"),
+    files_row("files", "2000 small files (echo x > f) in the rootfs, then rm -r", DATA),
+    dd_row("dd-64m", "64 MiB dd to a rootfs file, then sync", DATA),
     Row("syscalls", "1 M one-byte dd reads+writes (/dev/zero to /dev/null)",
         "dd if=/dev/zero of=/dev/null bs=1 count=1000000 2>/dev/null"),
     Row("cpu", "shell arithmetic loop, 1 M iterations",
         LOOP.format(n=1000000, body=":")),
     Row("python", "python3 -c 'import <60 stdlib modules>' (python image)",
-        "python3 -c 'import " + ", ".join(PYTHON_MODULES) + "'",
-        image=PYTHON_IMAGE),
+        f"python3 {PYTHON_IMPORTS}", image=PYTHON_IMAGE),
     tar_row("tar", "tar xf of 2000 files, find | wc -l, rm -r", DATA),
     # The floors: the same workloads on a tmpfs the container mounts (the guest's own memory
     # under Bulkhead, the sandbox's under gVisor), so no rootfs design is in the figure.
-    Row("files-tmpfs", "2000 small files + rm -r, in a tmpfs (floor of files)",
-        LOOP.format(n=2000, body=f'echo x > {FAST}/d/"$i"') + f"; rm -r {FAST}/d",
-        before=f"mkdir -p {FAST}/d", mounts=(TMPFS_MOUNT,)),
-    Row("dd-tmpfs", "64 MiB dd to a tmpfs file, then sync (floor of dd-64m)",
-        f"dd if=/dev/zero of={FAST}/f bs=1M count=64 2>/dev/null; sync",
-        after=f"rm -f {FAST}/f", mounts=(TMPFS_MOUNT,)),
+    files_row("files-tmpfs", "2000 small files + rm -r, in a tmpfs (floor of files)", FAST,
+              (TMPFS_MOUNT,)),
+    dd_row("dd-tmpfs", "64 MiB dd to a tmpfs file, then sync (floor of dd-64m)", FAST,
+           (TMPFS_MOUNT,)),
     Row("python-tmpfs", "the python row, interpreter and stdlib copied to a tmpfs (floor)",
-        f"PYTHONHOME={FAST} {FAST}/bin/python3 -c 'import " + ", ".join(PYTHON_MODULES) + "'",
+        f"PYTHONHOME={FAST} {FAST}/bin/python3 {PYTHON_IMPORTS}",
         setup=(f"mkdir -p {FAST}/bin {FAST}/lib && cp /usr/bin/python3.11 {FAST}/bin/python3"
                f" && cp -a /usr/lib/python3.11 {FAST}/lib/"),
         image=PYTHON_IMAGE, mounts=(TMPFS_MOUNT,)),
